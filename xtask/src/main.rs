@@ -1,0 +1,146 @@
+//! `cargo xtask`: project automation for diem.
+//!
+//! Every command that runs cargo first makes sure libtorch is available (see [`torch::setup`]) and passes
+//! the variables that build and run against it, so nobody has to export anything by hand.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod summary;
+mod torch;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// diem's project automation (`cargo xtask <command>`).
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make libtorch available: use $LIBTORCH if set, else install torch==2.11.0 into ./.venv (idempotent).
+    Setup,
+    /// Print the `export` lines that let plain `cargo build/test/run` use the project's libtorch.
+    Env,
+    /// Setup, then `cargo fmt --check`, clippy with warnings denied, and `cargo test --workspace`.
+    Test {
+        /// Skip the formatting and clippy checks (run the tests only).
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run any cargo command with the libtorch environment set, e.g. `cargo xtask cargo bench -p diem-linalg`.
+    Cargo {
+        /// The cargo arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask is not inside a workspace")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = workspace_root()?;
+    match cli.command {
+        Cmd::Setup => {
+            let env = torch::setup(&root)?;
+            match &env.source {
+                torch::Source::Libtorch(p) => println!("libtorch: {} (from LIBTORCH)", p.display()),
+                torch::Source::Venv(v) => {
+                    println!("libtorch: PyTorch {} in {}", torch::TORCH_VERSION, v.display())
+                }
+            }
+            println!("runtime libraries: {}", env.lib_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Env => {
+            let env = torch::setup(&root)?;
+            print!("{}", env.export_lines());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Test { no_lint, args } => test(&root, no_lint, &args),
+        Cmd::Cargo { args } => {
+            let env = torch::setup(&root)?;
+            let status = cargo(&root, &env, &args)?.status().context("cannot run cargo")?;
+            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// A `cargo` command in the workspace root with the libtorch environment applied.
+fn cargo<S: AsRef<std::ffi::OsStr>>(root: &Path, env: &torch::TorchEnv, args: &[S]) -> Result<Command> {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(program);
+    cmd.current_dir(root).args(args);
+    env.apply(&mut cmd)?;
+    Ok(cmd)
+}
+
+/// Runs one checking step, failing with its name when it fails.
+fn step(name: &str, mut cmd: Command) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("xtask: {name}");
+    let status = cmd.status().with_context(|| format!("cannot start {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    eprintln!("xtask: {name} ok ({:.0?})", start.elapsed());
+    Ok(())
+}
+
+fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<ExitCode> {
+    let start = Instant::now();
+    let env = torch::setup(root)?;
+    if !no_lint {
+        step("cargo fmt --check", cargo(root, &env, &["fmt", "--all", "--check"])?)?;
+        step(
+            "cargo clippy",
+            cargo(root, &env, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?,
+        )?;
+    }
+    let mut args: Vec<String> = ["test", "--workspace", "--no-fail-fast"].map(String::from).to_vec();
+    args.extend(extra.iter().cloned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut child =
+        cargo(root, &env, &args)?.stdout(Stdio::piped()).spawn().context("cannot run cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout was not captured")?;
+    let mut totals = summary::TestTotals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("cargo test did not finish")?;
+    println!();
+    println!("xtask: {} test suites in {:.0?}", totals.suites, start.elapsed());
+    println!("{}", totals.closing_line());
+    if !status.success() || totals.failed > 0 {
+        eprintln!("xtask: cargo test failed ({status})");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
