@@ -1,0 +1,7 @@
+//! Integration tests of diem-linalg (one test binary, so libtorch is linked once).
+
+mod batched;
+mod common;
+mod dplr;
+mod ppca;
+mod solvers;
