@@ -125,8 +125,14 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<ExitCode> {
     let mut args: Vec<String> = ["test", "--workspace", "--no-fail-fast"].map(String::from).to_vec();
     args.extend(extra.iter().cloned());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let mut child =
-        cargo(root, &env, &args)?.stdout(Stdio::piped()).spawn().context("cannot run cargo test")?;
+    let mut cmd = cargo(root, &env, &args)?;
+    // libtest already runs one test per core; libtorch's own thread pool on top of that oversubscribes small
+    // machines so badly (spinning OpenMP workers) that tests run 10-40x slower. One intra-op thread per test
+    // unless the caller sets OMP_NUM_THREADS.
+    if std::env::var_os("OMP_NUM_THREADS").is_none() {
+        cmd.env("OMP_NUM_THREADS", "1");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot run cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout was not captured")?;
     let mut totals = summary::TestTotals::default();
     for line in BufReader::new(stdout).lines() {
