@@ -153,9 +153,20 @@ pub fn setup(root: &Path) -> Result<TorchEnv> {
         return from_libtorch(PathBuf::from(path));
     }
     let venv = root.join(".venv");
-    match installed_torch(&venv)? {
+    let env = ensure_torch(&venv)?;
+    ensure_extras(&venv)?;
+    Ok(env)
+}
+
+/// Python packages the tests and harnesses use beside torch (numpy writes the observation files that the
+/// interop tests read), pinned for reproducibility.
+pub const PYTHON_EXTRAS: &[(&str, &str)] = &[("numpy", "2.3.5")];
+
+/// Installs torch [`TORCH_VERSION`] into the venv unless its metadata says it is there already.
+fn ensure_torch(venv: &Path) -> Result<TorchEnv> {
+    match installed_torch(venv)? {
         Some(found) if found.version_matches() => {
-            return Ok(TorchEnv { source: Source::Venv(venv), lib_dir: found.lib_dir });
+            return Ok(TorchEnv { source: Source::Venv(venv.to_path_buf()), lib_dir: found.lib_dir });
         }
         Some(found) => eprintln!(
             "xtask: .venv holds torch {} but tch 0.24.0 needs {TORCH_VERSION}; reinstalling",
@@ -163,12 +174,12 @@ pub fn setup(root: &Path) -> Result<TorchEnv> {
         ),
         None => eprintln!("xtask: no torch {TORCH_VERSION} in {}; installing it from PyPI", venv.display()),
     }
-    create_venv(&venv)?;
-    pip_install(&venv, &format!("torch=={TORCH_VERSION}"))?;
-    match installed_torch(&venv)? {
+    create_venv(venv)?;
+    pip_install(venv, &format!("torch=={TORCH_VERSION}"))?;
+    match installed_torch(venv)? {
         Some(found) if found.version_matches() => {
             eprintln!("xtask: torch {} ready in {}", found.version, venv.display());
-            Ok(TorchEnv { source: Source::Venv(venv), lib_dir: found.lib_dir })
+            Ok(TorchEnv { source: Source::Venv(venv.to_path_buf()), lib_dir: found.lib_dir })
         }
         Some(found) => bail!(
             "pip installed torch {} into {} but {TORCH_VERSION} was requested; remove .venv and retry",
@@ -181,6 +192,31 @@ pub fn setup(root: &Path) -> Result<TorchEnv> {
             venv.display()
         ),
     }
+}
+
+/// Installs each of [`PYTHON_EXTRAS`] whose pinned version is not in the venv yet.
+fn ensure_extras(venv: &Path) -> Result<()> {
+    for (name, version) in PYTHON_EXTRAS {
+        if installed_version(venv, name)?.as_deref() != Some(*version) {
+            pip_install(venv, &format!("{name}=={version}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The version of a distribution installed in the venv, read from its `<name>-<version>.dist-info` folder.
+pub fn installed_version(venv: &Path, name: &str) -> Result<Option<String>> {
+    let prefix = format!("{}-", name.replace('-', "_"));
+    for site in site_packages_dirs(venv)? {
+        let entries = std::fs::read_dir(&site).with_context(|| format!("cannot list {}", site.display()))?;
+        for entry in entries {
+            let file = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(version) = file.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".dist-info")) {
+                return Ok(Some(version.to_string()));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Uses a user-provided libtorch directory.
@@ -215,15 +251,8 @@ impl InstalledTorch {
 fn installed_torch(venv: &Path) -> Result<Option<InstalledTorch>> {
     for site in site_packages_dirs(venv)? {
         let lib_dir = site.join("torch").join("lib");
-        if !lib_dir.join(torch_cpu_lib()).is_file() {
-            continue;
-        }
-        let entries = std::fs::read_dir(&site).with_context(|| format!("cannot list {}", site.display()))?;
-        for entry in entries {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if let Some(version) = name.strip_prefix("torch-").and_then(|r| r.strip_suffix(".dist-info")) {
-                return Ok(Some(InstalledTorch { version: version.to_string(), lib_dir }));
-            }
+        if lib_dir.join(torch_cpu_lib()).is_file() {
+            return Ok(installed_version(venv, "torch")?.map(|version| InstalledTorch { version, lib_dir }));
         }
     }
     Ok(None)
