@@ -1,6 +1,58 @@
-//! Diffusion samplers and posterior guidance (SPEC.md §4–5).
+//! Diffusion samplers and posterior guidance for diem (SPEC.md §4–5).
 //!
-//! Planned contents (issue "diem-sampling and diem-metrics"): the `Sampler` trait with DDPM, DDIM and
-//! predictor-corrector samplers over any `Denoiser`, and posterior denoisers (MMPS, covariance heuristics,
-//! TMPD, PGDM, DPS, DiffPIR). This crate holds no code yet; it exists so the workspace layout of DESIGN.md
-//! is fixed from the start.
+//! **Samplers** ([`Sampler`]): [`Ddpm`] (η = 1), [`Ddim`] (η = 0, optional η), [`PredictorCorrector`]
+//! (DDIM predictor + Langevin corrector) over any [`Denoiser`](diem_models::Denoiser), on a [`TimeGrid`]
+//! (uniform `t_k = 1 − k/T` by default) under a [`Schedule`](diem_models::Schedule). They start at
+//! `μ_x + σ(1) z`, end with one extra denoise at `σ(0)` (`T·calls_per_step + 1` calls), draw noise from a
+//! [`NoiseRng`] (seeded on the host, or libtorch's generator), report progress to a [`StepObserver`], and run
+//! under `no_grad` so memory stays flat in the number of steps.
+//!
+//! **Posterior guidance** (SPEC.md §5) wraps a prior denoiser and an observation `y = A x + ε`:
+//! [`Mmps`] (Tweedie covariance through VJPs, or a [`CovHeuristic`]: `zeros`, `cov_t`, `ones`, `cov_x`),
+//! [`Pgdm`], [`Tmpd`] and [`DiffPir`] are denoisers; [`Dps`] is a sampler. All are VE forms (α_t = 1) with
+//! per-sample operators, noise levels and solves, and count their forwards/VJPs in [`GuidanceStats`].
+//!
+//! ```
+//! use diem_linalg::Dplr;
+//! use diem_models::{GaussianDenoiser, VeSchedule};
+//! use diem_operators::{NoiseCov, Projection};
+//! use diem_sampling::{Ddim, Mmps, MmpsConfig, NoiseRng, Sampler, TimeGrid};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Prior N(0, I) in 4-D, 16 observations through their own random 2×4 projections.
+//! let prior = GaussianDenoiser::new(Tensor::zeros([4], (Kind::Double, Device::Cpu)),
+//!                                   Dplr::identity(4, Kind::Double, Device::Cpu))?;
+//! let op = Projection::random_sphere(16, 2, 4, 0)?;
+//! let y = Tensor::zeros([16, 2], (Kind::Double, Device::Cpu));
+//! let posterior = Mmps::new(&prior, &op, &y, NoiseCov::isotropic(0.1)?, MmpsConfig::cg(2))?;
+//! let sampler = Ddim::new(VeSchedule::default(), TimeGrid::uniform(32)?);
+//! let x = sampler.sample(&posterior, &[16, 4], Kind::Double, Device::Cpu, &mut NoiseRng::seeded(0))?;
+//! assert_eq!(x.size(), vec![16, 4]);
+//! assert_eq!(posterior.stats().vjps, 33 * 3); // (T + 1) calls × (2 CG iterations + 1)
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layering: this crate depends on diem-linalg, diem-operators and diem-models only.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod counting;
+pub mod error;
+pub mod guidance;
+pub mod rng;
+pub mod sampler;
+
+pub use counting::CountingDenoiser;
+pub use error::{Result, SamplingError};
+pub use guidance::{
+    CovHeuristic, DiffPir, DiffPirConfig, Dps, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm,
+    PgdmConfig, SolverConfig, Tmpd, TmpdConfig,
+};
+pub use rng::NoiseRng;
+pub use sampler::ddim::{ddim_update, Ddim};
+pub use sampler::ddpm::{ddpm_update, Ddpm};
+pub use sampler::pc::PredictorCorrector;
+pub use sampler::{
+    denoise_at, sigma_tensor, start_from_noise, Sampler, Silent, StepInfo, StepObserver, TimeGrid,
+};
