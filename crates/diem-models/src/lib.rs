@@ -40,6 +40,7 @@ pub mod layers;
 pub mod mixture;
 pub mod mlp;
 pub mod network;
+pub mod randman;
 pub mod schedule;
 pub mod train;
 pub mod unet;
@@ -54,6 +55,7 @@ pub use gaussian::GaussianDenoiser;
 pub use mixture::MixtureDenoiser;
 pub use mlp::{Mlp, MlpConfig};
 pub use network::{Network, NetworkConfig, PriorModel};
+pub use randman::{frequency_count, normalize_features, Randman, RandmanConfig};
 pub use schedule::{Schedule, VeSchedule};
 pub use train::{
     AdamConfig, AugmentConfig, Batching, Ema, LossRecord, LrConfig, LrSchedule, TimeDistribution,
