@@ -1,0 +1,74 @@
+//! The error type of the studies and harnesses in this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a study or a benchmark harness.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A model or denoiser could not be built.
+    #[error(transparent)]
+    Models(#[from] diem_models::Error),
+    /// A metric failed (shapes, non-finite samples, Sinkhorn settings).
+    #[error(transparent)]
+    Metrics(#[from] diem_metrics::MetricsError),
+    /// A libtorch operation failed.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// A configuration value is out of its valid range.
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The field's name.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Importance weights could not be normalized (all zero or non-finite).
+    #[error("{what}: importance weights are degenerate ({reason})")]
+    Weights {
+        /// Which resampling step.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// Drawing a figure failed.
+    #[error("drawing {}: {message}", path.display())]
+    Plot {
+        /// The output file.
+        path: PathBuf,
+        /// plotters' message.
+        message: String,
+    },
+}
+
+/// `Result` with this crate's [`BenchError`].
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+impl BenchError {
+    /// A [`BenchError::Config`] for `field`.
+    pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Config { field: field.into(), reason: reason.into() }
+    }
+
+    /// A [`BenchError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+}
+
+impl From<diem_plot::PlotError> for BenchError {
+    fn from(e: diem_plot::PlotError) -> Self {
+        match e {
+            diem_plot::PlotError::Io { path, source } => Self::Io { path, source },
+            other => Self::Plot { path: std::path::PathBuf::new(), message: other.to_string() },
+        }
+    }
+}

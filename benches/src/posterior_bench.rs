@@ -1,0 +1,253 @@
+//! Our side of `cargo xtask bench posterior`: posterior sampling speed and memory with the manifold MLP
+//! (SPEC.md §9a: 5 features, hidden 256×3, 64 embedding features, EDM preconditioning, VE schedule
+//! `(1e-3, 1e1)`), random weights, N samples observed through their own `2 × 5` unit-row projections.
+//!
+//! The same weights, projections and observations are exported to one safetensors file so that the azula
+//! script (`benches/python/azula_posterior.py`) computes the same function on the same problem; a probe
+//! `(x, σ) ↦ d_θ(x, σ)` is included for it to check agreement. Each method runs in its own process so its
+//! peak resident set size (`VmHWM`) is its own.
+
+use std::path::Path;
+use std::time::Instant;
+
+use diem_models::{MlpConfig, NetworkConfig, PriorModel, VeSchedule};
+use diem_operators::{NoiseCov, Projection};
+use diem_sampling::{Ddim, Dps, Mmps, MmpsConfig, NoiseRng, Sampler, TimeGrid};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{BenchError, Result};
+use crate::random;
+
+/// The methods compared with azula.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchMethod {
+    /// Unconditional DDIM (η = 0).
+    Ddim,
+    /// DPS on DDPM, ζ = 1 (azula's default).
+    Dps,
+    /// MMPS with 1 CG iteration, on DDIM.
+    Mmps1,
+    /// MMPS with 3 CG iterations, on DDIM.
+    Mmps3,
+}
+
+impl BenchMethod {
+    /// All methods, in report order.
+    pub const ALL: [Self; 4] = [Self::Ddim, Self::Dps, Self::Mmps1, Self::Mmps3];
+
+    /// The command-line and report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddim => "ddim",
+            Self::Dps => "dps",
+            Self::Mmps1 => "mmps1",
+            Self::Mmps3 => "mmps3",
+        }
+    }
+
+    /// Parses [`BenchMethod::name`].
+    ///
+    /// # Errors
+    /// [`BenchError::Config`] for an unknown name.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
+            BenchError::config("method", format!("unknown method {name:?} (ddim, dps, mmps1, mmps3)"))
+        })
+    }
+}
+
+/// Observation noise σ_y of the benchmark problem (the manifold experiment's, SPEC.md §9a).
+pub const SIGMA_Y: f64 = 0.01;
+/// The DPS step size ζ (azula's default).
+pub const ZETA: f64 = 1.0;
+
+/// The benchmark problem: a randomly initialized manifold MLP prior and per-sample projections.
+#[derive(Debug)]
+pub struct BenchProblem {
+    /// The prior (float32).
+    pub model: PriorModel,
+    /// Per-sample matrices `[N, 2, 5]`.
+    pub matrices: Tensor,
+    /// Observations `[N, 2]`.
+    pub y: Tensor,
+    /// Probe inputs `[P, 5]` and noise levels `[P]` for cross-implementation checks.
+    pub probe_x: Tensor,
+    /// Probe noise levels `[P]`.
+    pub probe_sigma: Tensor,
+}
+
+/// The network of SPEC.md §9a.
+pub fn network() -> NetworkConfig {
+    NetworkConfig::Mlp(MlpConfig::default())
+}
+
+impl BenchProblem {
+    /// A fresh problem with `samples` observations, weights drawn from `seed` (libtorch's generator).
+    ///
+    /// # Errors
+    /// Model construction errors.
+    pub fn generate(samples: i64, seed: u64, device: Device) -> Result<Self> {
+        tch::manual_seed(seed as i64);
+        let model = PriorModel::new(network(), VeSchedule::manifold(), device)?;
+        let mut rng = random::stream(seed, 0);
+        let a = random::normal(&mut rng, &[samples, 2, 5]);
+        let matrices = (&a / a.square().sum_dim_intlist(-1, true, Kind::Double).sqrt()).to_kind(Kind::Float);
+        let x = random::normal(&mut rng, &[samples, 5, 1]).to_kind(Kind::Float);
+        let noise = random::normal(&mut rng, &[samples, 2]).to_kind(Kind::Float);
+        let y = matrices.matmul(&x).squeeze_dim(-1) + noise * SIGMA_Y;
+        let probe_x = random::normal(&mut rng, &[16, 5]).to_kind(Kind::Float);
+        let probe_sigma = Tensor::logspace(-3.0, 1.0, 16, 10.0, (Kind::Float, Device::Cpu));
+        Ok(Self {
+            model,
+            matrices: matrices.to_device(device),
+            y: y.to_device(device),
+            probe_x: probe_x.to_device(device),
+            probe_sigma: probe_sigma.to_device(device),
+        })
+    }
+
+    /// Writes the weights (`net.` + variable name), `A`, `y`, the probe and the prior's probe outputs to one
+    /// safetensors file.
+    ///
+    /// # Errors
+    /// libtorch write errors.
+    pub fn export(&self, path: &Path) -> Result<()> {
+        use diem_models::Denoiser;
+        let probe_out = tch::no_grad(|| self.model.denoiser.denoise(&self.probe_x, &self.probe_sigma));
+        let mut named: Vec<(String, Tensor)> = self
+            .model
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, v)| (format!("net.{k}"), v.detach().to_device(Device::Cpu)))
+            .collect();
+        for (k, v) in [
+            ("A", &self.matrices),
+            ("y", &self.y),
+            ("probe.x", &self.probe_x),
+            ("probe.sigma", &self.probe_sigma),
+            ("probe.out", &probe_out),
+        ] {
+            named.push((k.to_string(), v.to_device(Device::Cpu).contiguous()));
+        }
+        Tensor::write_safetensors(&named, path)?;
+        Ok(())
+    }
+
+    /// Reads a file written by [`BenchProblem::export`] onto `device`.
+    ///
+    /// # Errors
+    /// Missing tensors or mismatched shapes, naming the file.
+    pub fn import(path: &Path, device: Device) -> Result<Self> {
+        let tensors: std::collections::BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(path)?.into_iter().collect();
+        let get = |k: &str| {
+            tensors.get(k).map(|t| t.to_device(device)).ok_or_else(|| {
+                BenchError::config(format!("{}: tensor {k}", path.display()), "missing from the problem file")
+            })
+        };
+        let model = PriorModel::new(network(), VeSchedule::manifold(), device)?;
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in model.vs.variables() {
+                var.f_copy_(&get(&format!("net.{name}"))?)?;
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            model,
+            matrices: get("A")?,
+            y: get("y")?,
+            probe_x: get("probe.x")?,
+            probe_sigma: get("probe.sigma")?,
+        })
+    }
+
+    /// The number of observations N.
+    pub fn samples(&self) -> i64 {
+        self.y.size()[0]
+    }
+}
+
+/// One timed run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// `"diem"` or `"azula"`.
+    pub implementation: String,
+    /// The method's name.
+    pub method: String,
+    /// Samples N.
+    pub samples: i64,
+    /// Sampler steps T.
+    pub steps: usize,
+    /// Wall-clock seconds of the sampling loop.
+    pub seconds: f64,
+    /// `N / seconds`.
+    pub samples_per_second: f64,
+    /// Peak resident set size of the process (`VmHWM`), MiB, when known.
+    pub peak_rss_mib: Option<f64>,
+    /// Resident set size just before sampling, MiB, when known.
+    pub base_rss_mib: Option<f64>,
+    /// libtorch intra-op threads.
+    pub threads: i32,
+}
+
+/// A field of `/proc/self/status` in MiB (`VmHWM`, `VmRSS`); `None` off Linux.
+pub fn proc_status_mib(field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs `method` for `steps` steps on the problem and times it (SPEC.md §4.2–4.3, §5.1, §5.3).
+///
+/// # Errors
+/// Sampling errors.
+pub fn run_method(
+    problem: &BenchProblem,
+    method: BenchMethod,
+    steps: usize,
+    seed: u64,
+) -> Result<BenchResult> {
+    let device = problem.y.device();
+    let n = problem.samples();
+    let op = Projection::new(problem.matrices.shallow_clone(), &[5])
+        .map_err(|e| BenchError::config("projection", e.to_string()))?;
+    let grid = TimeGrid::uniform(steps).map_err(|e| BenchError::config("steps", e.to_string()))?;
+    let schedule = problem.model.schedule;
+    let prior = &problem.model.denoiser;
+    let noise = NoiseCov::isotropic(SIGMA_Y).map_err(|e| BenchError::config("sigma_y", e.to_string()))?;
+    let mut rng = NoiseRng::torch();
+    tch::manual_seed(seed as i64);
+    let shape = [n, 5];
+    let base = proc_status_mib("VmRSS:");
+    let start = Instant::now();
+    let out = match method {
+        BenchMethod::Ddim => Ddim::new(schedule, grid).sample(prior, &shape, Kind::Float, device, &mut rng),
+        BenchMethod::Dps => Dps::new(schedule, grid, &op, &problem.y, ZETA)
+            .map_err(|e| BenchError::config("dps", e.to_string()))?
+            .sample(prior, &shape, Kind::Float, device, &mut rng),
+        BenchMethod::Mmps1 | BenchMethod::Mmps3 => {
+            let iters = if method == BenchMethod::Mmps1 { 1 } else { 3 };
+            let mmps = Mmps::new(prior, &op, &problem.y, noise, MmpsConfig::cg(iters))
+                .map_err(|e| BenchError::config("mmps", e.to_string()))?;
+            Ddim::new(schedule, grid).sample(&mmps, &shape, Kind::Float, device, &mut rng)
+        }
+    }
+    .map_err(|e| BenchError::config(method.name(), e.to_string()))?;
+    let _ = out.sum(Kind::Float).double_value(&[]); // synchronize before stopping the clock
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(BenchResult {
+        implementation: "diem".into(),
+        method: method.name().into(),
+        samples: n,
+        steps,
+        seconds,
+        samples_per_second: n as f64 / seconds,
+        peak_rss_mib: proc_status_mib("VmHWM:"),
+        base_rss_mib: base,
+        threads: tch::get_num_threads(),
+    })
+}
