@@ -1,13 +1,26 @@
 //! `diem`: the command-line interface to diem's diffusion priors.
 //!
-//! Today it reports the compute environment (`diem info`); fitting, sampling and posterior commands arrive
-//! with the EM issue.
+//! - `diem info`: the compute environment.
+//! - `diem fit --observations obs.npz --config cfg.json --out runs/x [--resume]`: DiEM (Gaussian EM
+//!   initialization, then E/M laps) into a run directory; `--resume` continues a killed run.
+//! - `diem sample --prior DIR -n N --out samples.npy`: prior samples (DIR: a run directory or a `lap-NNN`).
+//! - `diem posterior --prior DIR --observations obs.npz --method mmps --out post.npy`: one posterior sample per
+//!   observation (methods: mmps, mmps-cov-x, mmps-cov-t, mmps-ones, mmps-zeros, pgdm, tmpd, diffpir, dps).
+//! - `diem inspect DIR`: the lap table of a run.
+//!
+//! Every command takes `--device auto|cpu|cuda|cuda:N` (default: `$DIEM_DEVICE`, else auto).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-use anyhow::Result;
+mod inspect;
+mod prior;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use diem_models::DeviceChoice;
+use tch::Device;
 
 /// Learn diffusion priors from incomplete, noisy observations and sample posteriors with them.
 #[derive(Parser)]
@@ -25,19 +38,164 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Fit a diffusion prior to observations by DiEM.
+    Fit {
+        /// Observations (.npz or .safetensors: y, operator, noise_std, operator arrays).
+        #[arg(long)]
+        observations: PathBuf,
+        /// The EM configuration (JSON; see data/configs/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The run directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the run in --out after its last completed lap (its config.json is used).
+        #[arg(long)]
+        resume: bool,
+        /// Device: auto, cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Draw samples from a trained prior.
+    Sample {
+        /// A run directory (its last lap) or a checkpoint directory (lap-NNN).
+        #[arg(long)]
+        prior: PathBuf,
+        /// Number of samples.
+        #[arg(short = 'n', long)]
+        n: i64,
+        /// Output .npy file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Sampler: ddpm, ddim or pc.
+        #[arg(long, default_value = "ddim")]
+        sampler: String,
+        /// Sampler steps.
+        #[arg(long, default_value_t = 256)]
+        steps: usize,
+        /// Noise seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Device: auto, cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Draw one posterior sample per observation.
+    Posterior {
+        /// A run directory (its last lap) or a checkpoint directory (lap-NNN).
+        #[arg(long)]
+        prior: PathBuf,
+        /// Observations (.npz or .safetensors).
+        #[arg(long)]
+        observations: PathBuf,
+        /// mmps, mmps-cov-x, mmps-cov-t, mmps-ones, mmps-zeros, pgdm, tmpd, diffpir or dps.
+        #[arg(long, default_value = "mmps")]
+        method: String,
+        /// Output .npy file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Sampler: ddpm, ddim or pc (ignored by dps, which is its own sampler).
+        #[arg(long, default_value = "ddpm")]
+        sampler: String,
+        /// Sampler steps.
+        #[arg(long, default_value_t = 256)]
+        steps: usize,
+        /// Krylov solver: cg, gmres or bicgstab.
+        #[arg(long, default_value = "cg")]
+        solver: String,
+        /// Krylov iterations.
+        #[arg(long, default_value_t = 1)]
+        iterations: usize,
+        /// DPS step size ζ.
+        #[arg(long, default_value_t = 1.0)]
+        zeta: f64,
+        /// Observations per chunk.
+        #[arg(long, default_value_t = 256)]
+        chunk: i64,
+        /// Noise seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Device: auto, cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Print the lap table of a run directory.
+    Inspect {
+        /// The run directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Info { device } => info(device),
+        Cmd::Fit { observations, config, out, resume, device } => {
+            fit(&observations, config.as_deref(), &out, resume, resolve(device)?)
+        }
+        Cmd::Sample { prior, n, out, sampler, steps, seed, device } => {
+            prior::sample(&prior, n, &out, &sampler, steps, seed, resolve(device)?)
+        }
+        Cmd::Posterior {
+            prior,
+            observations,
+            method,
+            out,
+            sampler,
+            steps,
+            solver,
+            iterations,
+            zeta,
+            chunk,
+            seed,
+            device,
+        } => prior::posterior(&prior::PosteriorArgs {
+            prior: &prior,
+            observations: &observations,
+            method: &method,
+            out: &out,
+            sampler: &sampler,
+            steps,
+            solver: &solver,
+            iterations,
+            zeta,
+            chunk,
+            seed,
+            device: resolve(device)?,
+        }),
+        Cmd::Inspect { dir } => inspect::inspect(&dir),
     }
 }
 
-fn info(device: Option<String>) -> Result<()> {
-    let resolved = match device {
+fn resolve(device: Option<String>) -> Result<Device> {
+    Ok(match device {
         Some(text) => text.parse::<DeviceChoice>()?.resolve()?,
         None => diem_models::device_from_env()?,
+    })
+}
+
+fn fit(
+    observations: &std::path::Path,
+    config: Option<&std::path::Path>,
+    out: &std::path::Path,
+    resume: bool,
+    device: Device,
+) -> Result<()> {
+    let obs = diem_operators::Observation::load(observations, device)
+        .with_context(|| format!("reading observations {}", observations.display()))?;
+    let mut run = if resume {
+        diem_em::EmRun::resume(out, obs, device)?
+    } else {
+        let path = config.context("--config is required unless --resume")?;
+        let cfg = diem_em::EmConfig::from_file(path)?;
+        diem_em::EmRun::create(out, cfg, obs, device)?
     };
+    let summary = run.run()?;
+    println!("{} laps completed in {}", summary.completed_laps, out.display());
+    Ok(())
+}
+
+fn info(device: Option<String>) -> Result<()> {
+    let resolved = resolve(device)?;
     println!("diem {}", env!("CARGO_PKG_VERSION"));
     println!("CUDA available: {}", tch::Cuda::is_available());
     println!("CUDA devices: {}", diem_models::device::cuda_device_count());

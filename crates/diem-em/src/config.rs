@@ -1,0 +1,443 @@
+//! Configuration of an EM run (SPEC.md §7.4, §8, §9a): [`EmConfig`] and its sections. Every section is
+//! serde JSON with unknown keys rejected; [`EmConfig::from_file`] names the file and the field on error.
+
+use std::path::Path;
+
+use diem_linalg::Krylov;
+use diem_models::{MlpConfig, NetworkConfig, TrainConfig, VeSchedule};
+use diem_sampling::{
+    CovHeuristic, Ddim, Ddpm, MmpsConfig, PredictorCorrector, Sampler, SolverConfig, TimeGrid,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EmError, Result};
+
+/// The version of the configuration format; [`EmConfig::version`] must equal it.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A Krylov solve inside MMPS, as configured (SPEC.md §6): `{"method": "cg", "iterations": 3, "rtol": null}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolverSpec {
+    /// `"cg"`, `"gmres"` or `"bicgstab"`.
+    pub method: SolverMethod,
+    /// Iterations (the cap when `rtol` is set).
+    pub iterations: usize,
+    /// Optional relative tolerance (stops early; one host synchronization per iteration).
+    #[serde(default)]
+    pub rtol: Option<f64>,
+}
+
+/// The Krylov method's name in a configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SolverMethod {
+    /// Conjugate gradients.
+    Cg,
+    /// GMRES.
+    Gmres,
+    /// BiCGSTAB.
+    Bicgstab,
+}
+
+impl SolverSpec {
+    /// `n` CG iterations, no tolerance.
+    pub fn cg(n: usize) -> Self {
+        Self { method: SolverMethod::Cg, iterations: n, rtol: None }
+    }
+
+    /// The sampling crate's solver configuration.
+    pub fn to_solver(&self) -> SolverConfig {
+        let method = match self.method {
+            SolverMethod::Cg => Krylov::Cg,
+            SolverMethod::Gmres => Krylov::Gmres,
+            SolverMethod::Bicgstab => Krylov::BiCgStab,
+        };
+        SolverConfig::new(method, self.iterations).with_rtol(self.rtol)
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        if self.iterations == 0 {
+            return Err(EmError::config(format!("{field}.iterations"), "must be ≥ 1"));
+        }
+        if let Some(r) = self.rtol {
+            if !(r.is_finite() && r >= 0.0) {
+                return Err(EmError::config(
+                    format!("{field}.rtol"),
+                    format!("must be finite and ≥ 0, got {r}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reverse-diffusion sampler of an E-step (SPEC.md §4), externally tagged:
+/// `{"ddpm": {"steps": 256}}`, `{"ddim": {"steps": 256}}`, `{"pc": {"steps": 4096, "corrections": 1, "tau": 0.1}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SamplerSpec {
+    /// DDPM (η = 1), SPEC.md §4.2.
+    Ddpm {
+        /// Steps T.
+        steps: usize,
+    },
+    /// DDIM (η = 0), SPEC.md §4.3.
+    Ddim {
+        /// Steps T.
+        steps: usize,
+    },
+    /// Predictor-corrector, SPEC.md §4.4.
+    Pc {
+        /// Steps T.
+        steps: usize,
+        /// Langevin corrections C per step.
+        corrections: usize,
+        /// Langevin step τ_L.
+        tau: f64,
+    },
+}
+
+impl SamplerSpec {
+    /// The number of steps T.
+    pub fn steps(&self) -> usize {
+        match *self {
+            Self::Ddpm { steps } | Self::Ddim { steps } | Self::Pc { steps, .. } => steps,
+        }
+    }
+
+    /// Builds the sampler on `schedule` with the uniform grid of T steps.
+    ///
+    /// # Errors
+    /// [`EmError::Sampling`] for zero steps or a bad τ.
+    pub fn build(&self, schedule: VeSchedule) -> Result<Box<dyn Sampler>> {
+        let grid = TimeGrid::uniform(self.steps())?;
+        Ok(match *self {
+            Self::Ddpm { .. } => Box::new(Ddpm::new(schedule, grid)),
+            Self::Ddim { .. } => Box::new(Ddim::new(schedule, grid)),
+            Self::Pc { corrections, tau, .. } => {
+                Box::new(PredictorCorrector::new(schedule, grid, corrections, tau)?)
+            }
+        })
+    }
+}
+
+/// The covariance MMPS uses inside its linear system (SPEC.md §5.1–5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Covariance {
+    /// The Tweedie covariance `σ_t² J` through VJPs (the paper's default).
+    Tweedie,
+    /// `cov_x`: the run's current Gaussian covariance Σ_x (the manifold reference config).
+    CovX,
+    /// `cov_t`: `σ_t² I`.
+    CovT,
+    /// `ones`: `σ_t²/(1 + σ_t²) I`.
+    Ones,
+    /// `zeros`: `V = 0`.
+    Zeros,
+}
+
+/// The posterior denoiser of the E-step: MMPS with a covariance and a Krylov solve (SPEC.md §5.1, §8).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PosteriorSpec {
+    /// The covariance inside the system.
+    pub covariance: Covariance,
+    /// The solve.
+    pub solver: SolverSpec,
+}
+
+impl PosteriorSpec {
+    /// The MMPS configuration; `cov_x` needs the current Gaussian covariance `sigma_x`.
+    pub fn to_mmps(&self, sigma_x: &diem_linalg::Dplr) -> MmpsConfig {
+        let base = MmpsConfig::new(self.solver.to_solver());
+        match self.covariance {
+            Covariance::Tweedie => base,
+            Covariance::CovX => base.with_heuristic(CovHeuristic::CovX(sigma_x.clone())),
+            Covariance::CovT => base.with_heuristic(CovHeuristic::CovT),
+            Covariance::Ones => base.with_heuristic(CovHeuristic::Ones),
+            Covariance::Zeros => base.with_heuristic(CovHeuristic::Zeros),
+        }
+    }
+}
+
+/// The Gaussian EM initialization `fit_moments` (SPEC.md §7.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GaussianEmConfig {
+    /// The PPCA rank r of Σ_x (manifold: 5 = N; CIFAR/MRI: 64).
+    pub rank: usize,
+    /// EM iterations (default 16).
+    pub iterations: usize,
+    /// DDIM steps of each E-step (default 256).
+    pub steps: usize,
+    /// The solve of the exact `cov_x` MMPS system (manifold: CG to rtol 1e-3 with a cap of 10·N).
+    pub solver: SolverSpec,
+    /// Use only the first this many pairs (CIFAR: 16,384); `None` = all.
+    #[serde(default)]
+    pub max_pairs: Option<usize>,
+    /// Pairs per E-step chunk.
+    pub chunk_size: usize,
+}
+
+impl GaussianEmConfig {
+    /// SPEC.md §7.4 for data of `n` entries per sample: rank `rank`, 16 iterations, DDIM 256, CG to rtol 1e-3
+    /// with a cap of `10·n` iterations, chunks of 256 pairs.
+    pub fn spec(rank: usize, n: usize) -> Self {
+        Self {
+            rank,
+            iterations: 16,
+            steps: 256,
+            solver: SolverSpec { method: SolverMethod::Cg, iterations: 10 * n.max(1), rtol: Some(1e-3) },
+            max_pairs: None,
+            chunk_size: 256,
+        }
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`EmError::Config`] naming the field (prefixed by `field`).
+    pub fn validate(&self, field: &str) -> Result<()> {
+        if self.rank == 0 {
+            return Err(EmError::config(format!("{field}.rank"), "must be ≥ 1"));
+        }
+        if self.steps == 0 {
+            return Err(EmError::config(format!("{field}.steps"), "must be ≥ 1"));
+        }
+        if self.chunk_size == 0 {
+            return Err(EmError::config(format!("{field}.chunk_size"), "must be ≥ 1"));
+        }
+        if self.max_pairs == Some(0) {
+            return Err(EmError::config(format!("{field}.max_pairs"), "must be ≥ 1 (or null for all)"));
+        }
+        self.solver.validate(&format!("{field}.solver"))
+    }
+}
+
+/// The E-step of every lap (SPEC.md §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EStepConfig {
+    /// Posterior samples per observation (MRI: 2, the data set duplicated); sample `j` belongs to observation
+    /// `j mod N`.
+    pub samples_per_observation: usize,
+    /// The sampler.
+    pub sampler: SamplerSpec,
+    /// The posterior denoiser.
+    pub posterior: PosteriorSpec,
+    /// Observations per chunk (the reference uses 256).
+    pub chunk_size: usize,
+    /// Optional memory budget in MiB: the chunk shrinks so that `chunk · N_x · 4 bytes · 64` stays below it
+    /// (a rough allowance for the network's activations and the solver's vectors).
+    #[serde(default)]
+    pub memory_budget_mib: Option<u64>,
+}
+
+impl EStepConfig {
+    /// The chunk size for samples of `x_numel` entries: [`EStepConfig::chunk_size`], reduced to the memory
+    /// budget (at least 1).
+    pub fn effective_chunk(&self, x_numel: i64) -> i64 {
+        let mut chunk = self.chunk_size as i64;
+        if let Some(mib) = self.memory_budget_mib {
+            let per = (x_numel.max(1) as u64).saturating_mul(4 * 64);
+            let fit = (mib.saturating_mul(1 << 20) / per.max(1)) as i64;
+            chunk = chunk.min(fit.max(1));
+        }
+        chunk.max(1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.samples_per_observation == 0 {
+            return Err(EmError::config("estep.samples_per_observation", "must be ≥ 1"));
+        }
+        if self.sampler.steps() == 0 {
+            return Err(EmError::config("estep.sampler.steps", "must be ≥ 1"));
+        }
+        if self.chunk_size == 0 {
+            return Err(EmError::config("estep.chunk_size", "must be ≥ 1"));
+        }
+        if let SamplerSpec::Pc { tau, .. } = self.sampler {
+            if !(tau > 0.0 && tau <= 1.0) {
+                return Err(EmError::config(
+                    "estep.sampler.pc.tau",
+                    format!("must lie in (0, 1], got {tau}"),
+                ));
+            }
+        }
+        self.posterior.solver.validate("estep.posterior.solver")
+    }
+}
+
+/// The order of the two steps inside a lap (SPEC.md §8 "order inside a lap").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LapOrder {
+    /// Manifold: an initial E-step with the Gaussian prior builds π_0; every lap then trains on π (M-step) and
+    /// regenerates π with the new model (E-step). K laps = K M-steps and K+1 E-steps.
+    TrainThenSample,
+    /// CIFAR/MRI: every lap samples with the previous model (the Gaussian at lap 0, with the exact `cov_x`
+    /// MMPS), optionally refits μ_x by PPCA, then trains. K laps = K E-steps and K M-steps.
+    SampleThenTrain,
+}
+
+/// The PPCA refit of `(μ_x, Σ_x)` on the E-step samples (CIFAR/MRI, SPEC.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefitConfig {
+    /// The PPCA rank (64 in [ref]).
+    pub rank: usize,
+    /// Fit on the first this many samples (16,384 in [ref]).
+    pub samples: usize,
+}
+
+/// The observation-space diagnostic (no ground truth needed): re-simulate `ŷ = A x + ε` from the lap's
+/// samples and compare with the observed `y`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    /// Compute a debiased Sinkhorn divergence between `y` and `ŷ` on the first this many observations
+    /// (flattened); `None` or 0 = skip. Costs `O(n²)` memory/time: keep it ≤ a few thousand.
+    #[serde(default)]
+    pub sinkhorn_subsample: Option<usize>,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        Self { sinkhorn_subsample: Some(1024) }
+    }
+}
+
+/// Everything about an EM run (SPEC.md §7.4, §8). Stored as the run directory's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmConfig {
+    /// Must equal [`CONFIG_VERSION`].
+    pub version: u32,
+    /// The run seed: every lap, E-step chunk and M-step derives its own seed from it ([`crate::derive_seed`]).
+    pub seed: u64,
+    /// Laps K.
+    pub laps: usize,
+    /// The order inside a lap.
+    pub order: LapOrder,
+    /// The denoiser's architecture (a new network at the first M-step).
+    pub network: NetworkConfig,
+    /// The Gaussian initialization.
+    pub gaussian: GaussianEmConfig,
+    /// The E-step.
+    pub estep: EStepConfig,
+    /// The M-step (trainer); its `schedule` is the model's noise schedule for training and sampling.
+    pub mstep: TrainConfig,
+    /// Drop samples with any coordinate outside `(−bound, bound)` before training (manifold: 3);
+    /// `None` = keep all.
+    #[serde(default)]
+    pub filter_bound: Option<f64>,
+    /// PPCA refit of `(μ_x, Σ_x)` after every E-step (CIFAR/MRI); `None` = keep the Gaussian fit.
+    #[serde(default)]
+    pub refit: Option<RefitConfig>,
+    /// The observation-space diagnostic.
+    #[serde(default)]
+    pub diagnostics: DiagnosticsConfig,
+    /// Show indicatif progress bars (laps, E-step chunks, training steps).
+    #[serde(default)]
+    pub progress: bool,
+}
+
+impl EmConfig {
+    /// The manifold experiment of SPEC.md §9a with the paper's E-step (Tweedie, CG 3), `laps` laps: PC 4096,
+    /// MLP 5 → (256, 256, 256) → 5, 65,536 steps per lap, filter (−3, 3), Gaussian rank 5.
+    pub fn manifold(laps: usize) -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            seed: 0,
+            laps,
+            order: LapOrder::TrainThenSample,
+            network: NetworkConfig::Mlp(MlpConfig::default()),
+            gaussian: GaussianEmConfig::spec(5, 5),
+            estep: EStepConfig {
+                samples_per_observation: 1,
+                sampler: SamplerSpec::Pc { steps: 4096, corrections: 1, tau: 0.1 },
+                posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(3) },
+                chunk_size: 256,
+                memory_budget_mib: None,
+            },
+            mstep: TrainConfig::manifold(),
+            filter_bound: Some(3.0),
+            refit: None,
+            diagnostics: DiagnosticsConfig::default(),
+            progress: false,
+        }
+    }
+
+    /// The manifold preset of [ref]: as [`EmConfig::manifold`] but the E-step uses the `cov_x` heuristic with
+    /// CG to rtol 1e-3 (cap 50 = 10·N).
+    pub fn manifold_reference(laps: usize) -> Self {
+        let mut c = Self::manifold(laps);
+        c.estep.posterior = PosteriorSpec {
+            covariance: Covariance::CovX,
+            solver: SolverSpec { method: SolverMethod::Cg, iterations: 50, rtol: Some(1e-3) },
+        };
+        c
+    }
+
+    /// Reads and validates a JSON configuration file.
+    ///
+    /// # Errors
+    /// [`EmError::Io`] or [`EmError::Json`] (serde names the unknown, missing or mistyped field and its line),
+    /// each with the file's path; [`EmError::Config`] (naming the field, prefixed by the path) for invalid
+    /// values.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| EmError::io(path, e))?;
+        let config: Self =
+            serde_json::from_slice(&bytes).map_err(|source| EmError::Json { path: path.into(), source })?;
+        config.validate().map_err(|e| match e {
+            EmError::Config { field, reason } => {
+                EmError::File { path: path.into(), reason: format!("field `{field}`: {reason}") }
+            }
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`EmError::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != CONFIG_VERSION {
+            return Err(EmError::config(
+                "version",
+                format!("version {} is not supported (expected {CONFIG_VERSION})", self.version),
+            ));
+        }
+        self.network.validate().map_err(|e| prefixed("network", e))?;
+        self.gaussian.validate("gaussian")?;
+        self.estep.validate()?;
+        self.mstep.validate().map_err(|e| prefixed("mstep", e))?;
+        if let Some(b) = self.filter_bound {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(EmError::config("filter_bound", format!("must be finite and > 0, got {b}")));
+            }
+        }
+        if let Some(r) = &self.refit {
+            if r.rank == 0 || r.samples < 2 {
+                return Err(EmError::config("refit", format!("needs rank ≥ 1 and samples ≥ 2, got {r:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model's noise schedule (`mstep.schedule`).
+    pub fn schedule(&self) -> VeSchedule {
+        self.mstep.schedule
+    }
+}
+
+/// Re-labels a models-crate configuration error with the section's name.
+fn prefixed(section: &str, e: diem_models::Error) -> EmError {
+    match e {
+        diem_models::Error::Config { field, reason } => EmError::config(format!("{section}.{field}"), reason),
+        other => EmError::Models(other),
+    }
+}

@@ -1,0 +1,84 @@
+//! The E-step: posterior samples for every observation, chunked, each chunk with its own derived seed
+//! (SPEC.md §7.4, §8; DESIGN.md "Reproducibility").
+
+use diem_models::Denoiser;
+use diem_operators::Observation;
+use diem_sampling::{Mmps, MmpsConfig, NoiseRng, Sampler};
+use indicatif::ProgressBar;
+use tch::{Kind, Tensor};
+
+use crate::error::{EmError, Result};
+use crate::seed::{derive_seed, SeedPurpose};
+
+/// One E-step's settings beyond the prior and the data.
+#[derive(Debug, Clone)]
+pub struct EStepPlan {
+    /// The MMPS configuration.
+    pub mmps: MmpsConfig,
+    /// Posterior samples per observation k: sample `j` belongs to observation `j mod N` (the data set repeated
+    /// k times, as [ref] duplicates it).
+    pub samples_per_observation: usize,
+    /// Samples per chunk (≥ 1).
+    pub chunk: i64,
+    /// The dtype of the samples (the prior's: f32 for networks).
+    pub kind: Kind,
+    /// The run seed.
+    pub seed: u64,
+    /// Which seeds the chunks use.
+    pub purpose: SeedPurpose,
+    /// The lap (or Gaussian-EM iteration) the chunk seeds derive from.
+    pub lap: u64,
+}
+
+/// Draws `k` posterior samples per observation of `obs` under `prior` with MMPS and `sampler`:
+/// `x_j ~ q(x | y_{j mod N}, A_{j mod N})`, `j = 0..kN`, returned as `[kN, ..x_shape]` in `plan.kind`.
+///
+/// Chunk `c` covers samples `c·chunk .. (c+1)·chunk` and draws its noise from
+/// `NoiseRng::seeded(derive_seed(seed, purpose, lap, c))`, so the result does not depend on anything but the
+/// plan (not on earlier chunks, threads or a resume). `progress` (if any) advances by one per chunk.
+///
+/// # Errors
+/// [`EmError::Sampling`] when MMPS or the sampler fails (shapes, solver); [`EmError::Config`] for an empty
+/// observation set.
+pub fn posterior_samples(
+    prior: &dyn Denoiser,
+    obs: &Observation,
+    sampler: &dyn Sampler,
+    plan: &EStepPlan,
+    progress: Option<&ProgressBar>,
+) -> Result<Tensor> {
+    let n = obs.len();
+    if n == 0 {
+        return Err(EmError::config("observations", "the observation set is empty"));
+    }
+    let total = n * plan.samples_per_observation as i64;
+    let x_shape = obs.operator.x_shape();
+    let device = obs.y.device();
+    let chunk = plan.chunk.max(1);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut c = 0u64;
+    while start < total {
+        let len = chunk.min(total - start);
+        let indices: Vec<i64> = (start..start + len).map(|j| j % n).collect();
+        let sub = obs.select(&indices);
+        let mmps = Mmps::from_observation(prior, &sub, plan.mmps.clone())?;
+        let mut rng = NoiseRng::seeded(derive_seed(plan.seed, plan.purpose, plan.lap, c));
+        let mut shape = vec![len];
+        shape.extend(&x_shape);
+        let x = sampler.sample(&mmps, &shape, plan.kind, device, &mut rng)?;
+        parts.push(x);
+        if let Some(bar) = progress {
+            bar.inc(1);
+        }
+        start += len;
+        c += 1;
+    }
+    Ok(Tensor::cat(&parts, 0))
+}
+
+/// The number of chunks [`posterior_samples`] runs.
+pub fn chunk_count(observations: i64, samples_per_observation: usize, chunk: i64) -> u64 {
+    let total = observations * samples_per_observation as i64;
+    ((total + chunk.max(1) - 1) / chunk.max(1)) as u64
+}

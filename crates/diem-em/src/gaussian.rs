@@ -1,0 +1,207 @@
+//! The Gaussian initial prior and its EM fit `fit_moments` (SPEC.md §7.4).
+//!
+//! ```text
+//! μ_x ← 0,  Σ_x ← I
+//! repeat `iterations` times:
+//!     E-step: one sample per pair (y_i, A_i) from the posterior of N(μ_x, Σ_x), by the exact Gaussian
+//!             denoiser (§7.2) + MMPS with the `cov_x` covariance Σ_x (exact, §5.2) + DDIM, from μ_x + σ(1) z
+//!     M-step: (μ_x, Σ_x) ← PPCA(samples, rank r)    (§7.3)
+//! ```
+
+use std::path::Path;
+
+use diem_linalg::{ppca, Dplr};
+use diem_models::checkpoint::{read_safetensors, tensors_to_safetensors};
+use diem_models::{GaussianDenoiser, VeSchedule};
+use diem_operators::Observation;
+use diem_sampling::{Ddim, MmpsConfig, TimeGrid};
+use indicatif::ProgressBar;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Covariance, GaussianEmConfig, PosteriorSpec, SolverSpec};
+use crate::error::{EmError, Result};
+use crate::estep::{posterior_samples, EStepPlan};
+use crate::io::write_atomic;
+use crate::seed::SeedPurpose;
+
+/// A Gaussian prior `N(μ_x, Σ_x)` with a DPLR covariance, over samples of shape `x_shape`.
+#[derive(Debug)]
+pub struct GaussianPrior {
+    /// `μ_x`, flattened `[N]`.
+    pub mean: Tensor,
+    /// `Σ_x`, unbatched DPLR of size N.
+    pub cov: Dplr,
+    /// The per-sample shape (`N = Π x_shape`).
+    pub x_shape: Vec<i64>,
+}
+
+impl Clone for GaussianPrior {
+    fn clone(&self) -> Self {
+        Self { mean: self.mean.shallow_clone(), cov: self.cov.clone(), x_shape: self.x_shape.clone() }
+    }
+}
+
+impl GaussianPrior {
+    /// `N(0, I)` over `x_shape`.
+    pub fn standard(x_shape: &[i64], kind: Kind, device: Device) -> Self {
+        let n: i64 = x_shape.iter().product();
+        Self {
+            mean: Tensor::zeros([n], (kind, device)),
+            cov: Dplr::identity(n, kind, device),
+            x_shape: x_shape.to_vec(),
+        }
+    }
+
+    /// The PPCA fit of `samples: [S, ..x_shape]` with rank `rank` (SPEC.md §7.3).
+    ///
+    /// # Errors
+    /// [`EmError::Linalg`] when the PPCA fails (e.g. rank above the data's size).
+    pub fn fit_ppca(samples: &Tensor, rank: usize) -> Result<Self> {
+        let (mean, cov) = ppca(samples, rank)?;
+        Ok(Self { mean, cov, x_shape: samples.size()[1..].to_vec() })
+    }
+
+    /// The number of entries per sample N.
+    pub fn dim(&self) -> i64 {
+        self.cov.dim()
+    }
+
+    /// The exact denoiser of this prior (SPEC.md §7.2).
+    ///
+    /// # Errors
+    /// [`EmError::Models`] when the mean and covariance do not fit.
+    pub fn denoiser(&self) -> Result<GaussianDenoiser> {
+        Ok(GaussianDenoiser::new(self.mean.shallow_clone(), self.cov.clone())?)
+    }
+
+    /// The mean reshaped to `x_shape` (what a network prior carries as μ_x).
+    pub fn mean_shaped(&self) -> Tensor {
+        self.mean.reshape(self.x_shape.as_slice())
+    }
+
+    /// The dense covariance `[N, N]` (small N only).
+    pub fn cov_dense(&self) -> Tensor {
+        self.cov.to_dense()
+    }
+
+    /// Saves `mean`, `d`, `u`, `v` and `x_shape` (as f64) to a safetensors file, atomically.
+    ///
+    /// # Errors
+    /// [`EmError::Models`] or [`EmError::Io`] naming the file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut named = vec![
+            ("mean".to_string(), self.mean.shallow_clone()),
+            ("d".to_string(), self.cov.d().shallow_clone()),
+            ("x_shape".to_string(), Tensor::from_slice(&self.x_shape).to_kind(Kind::Double)),
+        ];
+        if let (Some(u), Some(v)) = (self.cov.u(), self.cov.v()) {
+            named.push(("u".to_string(), u.shallow_clone()));
+            named.push(("v".to_string(), v.shallow_clone()));
+        }
+        let bytes = tensors_to_safetensors(path, &named)?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Loads a file written by [`GaussianPrior::save`] onto `device`.
+    ///
+    /// # Errors
+    /// [`EmError::Models`] or [`EmError::File`] naming the file and the missing or inconsistent tensor.
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let mut t = read_safetensors(path, device)?;
+        let mut take = |name: &str| {
+            t.remove(name).ok_or_else(|| EmError::file(path, format!("tensor `{name}` is missing")))
+        };
+        let mean = take("mean")?;
+        let d = take("d")?;
+        let x_shape: Vec<i64> = Vec::<f64>::try_from(take("x_shape")?.to_device(Device::Cpu))?
+            .into_iter()
+            .map(|v| v as i64)
+            .collect();
+        let (u, v) = match (take("u"), take("v")) {
+            (Ok(u), Ok(v)) => (Some(u), Some(v)),
+            _ => (None, None),
+        };
+        let cov = Dplr::new(d, u, v).map_err(|e| EmError::file(path, format!("covariance: {e}")))?;
+        let n: i64 = x_shape.iter().product();
+        if mean.size() != [n] || cov.dim() != n {
+            return Err(EmError::file(path, format!("mean/covariance do not have x_shape {x_shape:?}")));
+        }
+        Ok(Self { mean, cov, x_shape })
+    }
+}
+
+/// Gaussian EM `fit_moments` (SPEC.md §7.4) on the pairs of `obs`, with the noise schedule `schedule` (the
+/// experiment's (a, b)) and the run seed `seed`. The samples and the prior have `obs.y`'s dtype.
+///
+/// # Errors
+/// As [`fit_gaussian_with`].
+pub fn fit_gaussian(
+    obs: &Observation,
+    config: &GaussianEmConfig,
+    schedule: VeSchedule,
+    seed: u64,
+) -> Result<GaussianPrior> {
+    fit_gaussian_with(obs, config, schedule, seed, None, &mut |_, _| Ok(()))
+}
+
+/// [`fit_gaussian`] with a progress bar (advanced once per E-step chunk) and a callback after every iteration
+/// `(iteration, prior)`, e.g. to record the fit's trajectory.
+///
+/// Iteration `i`, chunk `c` draws its noise from `derive_seed(seed, GaussianChunk, i, c)`.
+///
+/// # Errors
+/// [`EmError::Config`] for an invalid configuration; [`EmError::Sampling`] when a posterior solve fails;
+/// [`EmError::Linalg`] when the PPCA fails (e.g. rank above the sample size); whatever the callback returns.
+pub fn fit_gaussian_with(
+    obs: &Observation,
+    config: &GaussianEmConfig,
+    schedule: VeSchedule,
+    seed: u64,
+    progress: Option<&ProgressBar>,
+    on_iteration: &mut dyn FnMut(usize, &GaussianPrior) -> Result<()>,
+) -> Result<GaussianPrior> {
+    config.validate("gaussian")?;
+    let n_obs = obs.len();
+    let used = config.max_pairs.map_or(n_obs, |m| (m as i64).min(n_obs));
+    let subset;
+    let data = if used < n_obs {
+        subset = obs.narrow(0, used);
+        &subset
+    } else {
+        obs
+    };
+    let x_shape = obs.operator.x_shape();
+    let n: i64 = x_shape.iter().product();
+    if config.rank as i64 > n {
+        return Err(EmError::config(
+            "gaussian.rank",
+            format!("must be ≤ the {n} entries per sample, got {}", config.rank),
+        ));
+    }
+    let kind = if obs.y.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let device = obs.y.device();
+    let sampler = Ddim::new(schedule, TimeGrid::uniform(config.steps)?);
+    let mut prior = GaussianPrior::standard(&x_shape, kind, device);
+    for it in 0..config.iterations {
+        let denoiser = prior.denoiser()?;
+        let plan = EStepPlan {
+            mmps: cov_x_mmps(&prior, &config.solver),
+            samples_per_observation: 1,
+            chunk: config.chunk_size as i64,
+            kind,
+            seed,
+            purpose: SeedPurpose::GaussianChunk,
+            lap: it as u64,
+        };
+        let samples = posterior_samples(&denoiser, data, &sampler, &plan, progress)?;
+        prior = GaussianPrior::fit_ppca(&samples, config.rank)?;
+        on_iteration(it, &prior)?;
+    }
+    Ok(prior)
+}
+
+/// The exact posterior denoiser configuration for a Gaussian prior: MMPS with the `cov_x` covariance of the
+/// same Σ_x (SPEC.md §5.2, §7.4).
+pub fn cov_x_mmps(prior: &GaussianPrior, solver: &SolverSpec) -> MmpsConfig {
+    PosteriorSpec { covariance: Covariance::CovX, solver: *solver }.to_mmps(&prior.cov)
+}

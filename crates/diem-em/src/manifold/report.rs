@@ -1,0 +1,316 @@
+//! Per-lap evaluation of the manifold experiment and its report (SPEC.md §9a): Sinkhorn divergence of prior
+//! samples to held-out ground truth, corner plots against the truth, `report.md` and the divergence curve.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use diem_metrics::Sinkhorn;
+use diem_plot::{corner_plot, line_plot, CornerPlot, LinePlot, Series};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::config::ManifoldConfig;
+use super::data::{filter_inside, to_host, ManifoldData};
+use super::error::{ManifoldError, Result};
+use crate::config::{Covariance as EmCovariance, SamplerSpec, SolverMethod};
+use diem_models::{LrSchedule, NetworkConfig};
+
+/// The filter bound of SPEC.md §8: samples must lie strictly inside `(−3, 3)` in every coordinate.
+pub const FILTER_BOUND: f64 = 3.0;
+
+/// The file name of the report inside the run directory.
+pub const REPORT_FILE: &str = "report.md";
+/// The file name of the divergence curve inside the run directory.
+pub const CURVE_FILE: &str = "divergence.png";
+/// The file name of the per-lap evaluation records (JSON lines) inside the run directory.
+pub const RECORDS_FILE: &str = "manifold.jsonl";
+
+/// One evaluated prior: the initial Gaussian (`lap = −1`) or the model trained in lap `lap`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LapRecord {
+    /// The lap (−1 for the initial Gaussian prior).
+    pub lap: i64,
+    /// Mean training loss of the lap's M-step (none for the Gaussian).
+    pub loss_mean: Option<f64>,
+    /// Standard deviation of the training loss over the lap's logged windows.
+    pub loss_std: Option<f64>,
+    /// Sinkhorn divergence `S(v)` of the prior's samples (filtered to (−3, 3)) to the ground truth.
+    pub sinkhorn: f64,
+    /// Sinkhorn divergence of the lap's E-step (posterior) samples, as the reference logs it.
+    pub sinkhorn_estep: Option<f64>,
+    /// Fraction of the prior samples kept by the filter.
+    pub kept: f64,
+    /// Seconds spent in the lap's E-step (posterior sampling of every observation).
+    pub estep_seconds: f64,
+    /// Seconds spent in the lap's M-step (training).
+    pub mstep_seconds: f64,
+    /// Seconds spent evaluating (prior sampling, Sinkhorn, plots).
+    pub eval_seconds: f64,
+    /// Wall time since the previous record (the Gaussian: since the run started), everything included.
+    pub wall_seconds: f64,
+}
+
+impl LapRecord {
+    /// The lap's label: `gaussian` for lap −1, else the lap number.
+    pub fn label(&self) -> String {
+        if self.lap < 0 {
+            "gaussian".into()
+        } else {
+            self.lap.to_string()
+        }
+    }
+}
+
+/// Sinkhorn divergences and corner plots against the held-out ground truth.
+#[derive(Debug)]
+pub struct Evaluator {
+    u1: Tensor,
+    reference: Vec<f64>,
+    dim: usize,
+    sinkhorn: Sinkhorn,
+    baseline: f64,
+}
+
+impl Evaluator {
+    /// Prepares the metric of SPEC.md §9a: `u1`, `u2` from `data`, λ, iteration cap and tolerance from
+    /// `config.metric`. Computes `OT_λ(u1, u2)` once.
+    ///
+    /// # Errors
+    /// Sinkhorn or copy errors.
+    pub fn new(data: &ManifoldData, config: &ManifoldConfig) -> Result<Self> {
+        let m = &config.metric;
+        let sinkhorn = Sinkhorn { lambda: m.lambda, max_iter: m.max_iter, tol: m.tol, ..Sinkhorn::default() };
+        let u1 = data.u1.to_kind(Kind::Double);
+        let u2 = data.u2.to_kind(Kind::Double);
+        let baseline = sinkhorn.ot(&u1, &u2)?.cost;
+        let reference = to_host(&data.u2)?;
+        Ok(Self { u1, reference, dim: data.dim() as usize, sinkhorn, baseline })
+    }
+
+    /// `OT_λ(u1, u2)`, the two-sample baseline.
+    pub fn baseline(&self) -> f64 {
+        self.baseline
+    }
+
+    /// The divergence `S(v) = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` of SPEC.md §9a, where v are the rows
+    /// of `samples` strictly inside (−3, 3), truncated to as many points as u1. Returns the divergence and
+    /// the kept fraction.
+    ///
+    /// # Errors
+    /// [`ManifoldError::Config`] when the filter keeps fewer than 2 samples; Sinkhorn errors.
+    pub fn divergence(&self, samples: &Tensor) -> Result<(f64, f64)> {
+        let total = samples.size()[0].max(1);
+        let kept = filter_inside(samples, FILTER_BOUND);
+        let count = kept.size()[0];
+        if count < 2 {
+            return Err(ManifoldError::config(
+                "samples",
+                format!("the (−3, 3) filter kept {count} of {total} samples; the metric needs at least 2"),
+            ));
+        }
+        let v = kept.narrow(0, 0, count.min(self.u1.size()[0])).to_kind(Kind::Double);
+        let against = self.sinkhorn.ot(&self.u1, &v)?.cost;
+        let divergence = (against - self.baseline).max(diem_metrics::DIVERGENCE_FLOOR);
+        Ok((divergence, count as f64 / total as f64))
+    }
+
+    /// Writes the corner plot of `samples` (blue, below the diagonal) against the ground truth u2 (orange,
+    /// above) to `path`, the paper's Figure 3 style.
+    ///
+    /// # Errors
+    /// Plot or copy errors.
+    pub fn corner(&self, samples: &Tensor, title: &str, path: &Path) -> Result<()> {
+        let host = to_host(samples)?;
+        let plot = CornerPlot {
+            title: title.into(),
+            samples: &host,
+            reference: Some(&self.reference),
+            dim: self.dim,
+            range: (-3.0, 3.0),
+            bins: 48,
+            cell: 140,
+        };
+        corner_plot(&plot, path)?;
+        Ok(())
+    }
+}
+
+/// Writes `records` to [`RECORDS_FILE`], the divergence curve to [`CURVE_FILE`] (log y) and the markdown
+/// report to [`REPORT_FILE`] in `dir`, each atomically.
+///
+/// # Errors
+/// IO, JSON and plot errors naming the file.
+pub fn write_report(
+    dir: &Path,
+    config: &ManifoldConfig,
+    records: &[LapRecord],
+    total_seconds: f64,
+) -> Result<()> {
+    let mut jsonl = String::new();
+    for r in records {
+        let line = serde_json::to_string(r)
+            .map_err(|source| ManifoldError::Json { path: dir.join(RECORDS_FILE), source })?;
+        jsonl.push_str(&line);
+        jsonl.push('\n');
+    }
+    write_atomic(&dir.join(RECORDS_FILE), jsonl.as_bytes())?;
+    if !records.is_empty() {
+        let x: Vec<f64> = records.iter().map(|r| r.lap as f64).collect();
+        let y: Vec<f64> = records.iter().map(|r| r.sinkhorn).collect();
+        let mut series = vec![Series::new("prior samples", x, y)];
+        let estep: Vec<(f64, f64)> =
+            records.iter().filter_map(|r| r.sinkhorn_estep.map(|s| (r.lap as f64, s))).collect();
+        if !estep.is_empty() {
+            let (ex, ey) = estep.into_iter().unzip();
+            series.push(Series::new("E-step samples", ex, ey));
+        }
+        let plot = LinePlot {
+            title: format!("Manifold ({}): Sinkhorn divergence to the ground truth", config.preset),
+            x_label: "lap (−1 = Gaussian prior)".into(),
+            y_label: "Sinkhorn divergence".into(),
+            log_y: true,
+            series,
+            ..LinePlot::default()
+        };
+        line_plot(&plot, &dir.join(CURVE_FILE))?;
+    }
+    let text = report_markdown(config, records, total_seconds);
+    write_atomic(&dir.join(REPORT_FILE), text.as_bytes())
+}
+
+fn method_name(method: SolverMethod) -> &'static str {
+    match method {
+        SolverMethod::Cg => "CG",
+        SolverMethod::Gmres => "GMRES",
+        SolverMethod::Bicgstab => "BiCGSTAB",
+    }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The markdown report: settings, the per-lap table and the curve.
+pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_seconds: f64) -> String {
+    let (d, e, m) = (&config.data, &config.em, &config.metric);
+    let covariance = match e.estep.posterior.covariance {
+        EmCovariance::Tweedie => "Tweedie covariance (paper)".to_string(),
+        other => format!("{other:?} heuristic"),
+    };
+    let solver = &e.estep.posterior.solver;
+    let solve = match solver.rtol {
+        Some(r) => format!("{} to rtol {r:e} (cap {})", method_name(solver.method), solver.iterations),
+        None => format!("{} {} iterations", method_name(solver.method), solver.iterations),
+    };
+    let network = match &e.network {
+        NetworkConfig::Mlp(mlp) => {
+            format!("MLP, hidden {:?}, embedding {}", mlp.hidden, mlp.embedding_features)
+        }
+        other => format!("{other:?}"),
+    };
+    let t = &e.mstep;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Manifold experiment ({})\n", config.preset);
+    let _ = writeln!(
+        s,
+        "SPEC.md §9a: DiEM on a random 1-D manifold in R^{}, observed through random {}×{} projections with",
+        d.ambient_dim, d.observed_dim, d.ambient_dim
+    );
+    let _ = writeln!(s, "unit-sphere rows and noise σ_y = {:e}.\n", d.noise_std);
+    let _ = writeln!(s, "| setting | value |\n| --- | --- |");
+    let _ = writeln!(s, "| observations | {} (data seed {}, run seed {}) |", d.points, d.seed, e.seed);
+    let _ = writeln!(s, "| laps | {} |", e.laps);
+    let lr = match t.lr.schedule {
+        LrSchedule::Constant => format!("constant {:e}", t.lr.init),
+        LrSchedule::Linear { end } => format!("{:e} → {end:e} linear", t.lr.init),
+        other => format!("{:e}, {other:?}", t.lr.init),
+    };
+    let clip = t.clip_norm.map_or_else(|| "no clipping".to_string(), |c| format!("clip {c}"));
+    let _ = writeln!(s, "| M-step | {} steps, batch {}, Adam lr {lr}, {clip} |", t.steps, t.batch_size);
+    let _ = writeln!(s, "| network | {network} |");
+    let sampler = match e.estep.sampler {
+        SamplerSpec::Pc { steps, corrections, tau } => {
+            format!("PC, T = {steps}, C = {corrections}, τ = {tau}")
+        }
+        SamplerSpec::Ddpm { steps } => format!("DDPM, T = {steps}"),
+        SamplerSpec::Ddim { steps } => format!("DDIM, T = {steps}"),
+    };
+    let _ = writeln!(s, "| E-step | {sampler}; MMPS with the {covariance}, {solve} |");
+    let _ = writeln!(
+        s,
+        "| Gaussian init | {} EM iterations, DDIM {} steps, rank {} |",
+        e.gaussian.iterations, e.gaussian.steps, e.gaussian.rank
+    );
+    let _ = writeln!(
+        s,
+        "| metric | Sinkhorn, {} points per side, λ = {:e}, ≤ {} iterations, tol {:e}; prior samples by PC, T = {} |",
+        m.points, m.lambda, m.max_iter, m.tol, m.prior_steps
+    );
+    let _ = writeln!(s, "| wall time | {total_seconds:.1} s |\n");
+    let _ = writeln!(
+        s,
+        "The divergence is `S(v) = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` with u1, u2 disjoint ground-truth"
+    );
+    let _ = writeln!(s, "sets and v the prior's samples inside (−3, 3) (SPEC.md §9a). Lap `gaussian` is the initial Gaussian prior");
+    let _ = writeln!(
+        s,
+        "(its E-step column is the Gaussian EM fit); lap 0's wall time includes the initial E-step π_0.\n"
+    );
+    let _ = writeln!(s, "| lap | loss (mean ± std) | Sinkhorn (prior) | Sinkhorn (E-step) | kept | E-step s | M-step s | eval s | wall s |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in records {
+        let loss = match (r.loss_mean, r.loss_std) {
+            (Some(mu), Some(sd)) => format!("{mu:.4} ± {sd:.4}"),
+            (Some(mu), None) => format!("{mu:.4}"),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {loss} | {:.4e} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            r.label(),
+            r.sinkhorn,
+            r.sinkhorn_estep.map_or_else(|| "–".into(), |v| format!("{v:.4e}")),
+            r.kept,
+            r.estep_seconds,
+            r.mstep_seconds,
+            r.eval_seconds,
+            r.wall_seconds,
+        );
+    }
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        if records.len() > 1 {
+            let _ = writeln!(
+                s,
+                "\nInitial Gaussian: {:.4e}; last lap ({}): {:.4e}; ratio {}.",
+                first.sinkhorn,
+                last.label(),
+                last.sinkhorn,
+                fmt_opt(Some(first.sinkhorn / last.sinkhorn), 2)
+            );
+        }
+    }
+    let _ = writeln!(s, "\n![Sinkhorn divergence per lap]({CURVE_FILE})\n");
+    for r in records {
+        let _ = writeln!(s, "- lap {}: ![corner plot]({})", r.label(), corner_path(r.lap));
+    }
+    s
+}
+
+/// The corner plot's path relative to the run directory for `lap` (−1: the Gaussian).
+pub fn corner_path(lap: i64) -> String {
+    if lap < 0 {
+        super::observer::GAUSSIAN_CORNER_FILE.into()
+    } else {
+        format!("lap-{lap:03}/{}", super::observer::LAP_CORNER_FILE)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+///
+/// # Errors
+/// [`ManifoldError::Io`] naming the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| ManifoldError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ManifoldError::io(path, e))
+}

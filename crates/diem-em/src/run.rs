@@ -1,0 +1,542 @@
+//! [`EmRun`]: the DiEM driver (SPEC.md §8, Algorithm 1) with a run directory, observers and resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use diem_models::{checkpoint, Denoiser, Ema, NetworkConfig, PriorModel, TrainReport};
+use diem_operators::Observation;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{EmConfig, LapOrder};
+use crate::diagnostics::{observation_diagnostic, sample_stats};
+use crate::error::{EmError, Result};
+use crate::estep::{chunk_count, posterior_samples, EStepPlan};
+use crate::gaussian::{cov_x_mmps, fit_gaussian_with, GaussianPrior};
+use crate::io::{
+    create_dir, read_jsonl, read_npy, write_json, write_jsonl, write_npy, ObservationFingerprint, RunState,
+    STATE_VERSION,
+};
+use crate::layout::{
+    is_run_dir, lap_dir, CONFIG_FILE, GAUSSIAN_FILE, INIT_DIR, METRICS_FILE, SAMPLES_FILE, STATE_FILE,
+    TRAIN_LOG_FILE,
+};
+use crate::mstep::{filter_samples, loss_summary, m_step};
+use crate::observer::{LapContext, LapObserver};
+use crate::seed::{derive_seed, torch_seed, SeedPurpose};
+
+/// What [`EmRun::run`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Laps completed (the configured number, after a successful run).
+    pub completed_laps: usize,
+    /// Every line of `metrics.jsonl`.
+    pub metrics: Vec<Value>,
+}
+
+/// A DiEM run in a run directory (layout in [`crate::layout`]).
+///
+/// ```no_run
+/// # use diem_em::{EmConfig, EmRun};
+/// # fn main() -> diem_em::Result<()> {
+/// # let observations: diem_operators::Observation = unimplemented!();
+/// let mut run = EmRun::create("runs/x", EmConfig::manifold(32), observations, tch::Device::Cpu)?;
+/// let summary = run.run()?;
+/// println!("{} laps", summary.completed_laps);
+/// # Ok(()) }
+/// ```
+pub struct EmRun {
+    dir: PathBuf,
+    config: EmConfig,
+    observations: Observation,
+    device: Device,
+    state: RunState,
+    gaussian: Option<GaussianPrior>,
+    model: Option<PriorModel>,
+    samples: Option<Tensor>,
+    observers: Vec<Box<dyn LapObserver>>,
+}
+
+impl std::fmt::Debug for EmRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmRun")
+            .field("dir", &self.dir)
+            .field("state", &self.state)
+            .field("observers", &self.observers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmRun {
+    /// Starts a new run in `dir` (created if needed): validates `config` against the observations, writes
+    /// `config.json` and a fresh `state.bin`. Nothing is computed until [`EmRun::run`].
+    ///
+    /// # Errors
+    /// [`EmError::RunDir`] when `dir` already holds a run (use [`EmRun::resume`]); [`EmError::Config`] for an
+    /// invalid configuration or a network that does not fit the observations' latent size;
+    /// [`EmError::Io`] naming the file that could not be written.
+    pub fn create(
+        dir: impl AsRef<Path>,
+        config: EmConfig,
+        observations: Observation,
+        device: Device,
+    ) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if is_run_dir(&dir) {
+            return Err(EmError::RunDir {
+                path: dir,
+                reason: "already holds a run (state.bin); resume it or choose another directory".into(),
+            });
+        }
+        config.validate()?;
+        check_fits(&config, &observations)?;
+        create_dir(&dir)?;
+        write_json(&dir.join(CONFIG_FILE), &config)?;
+        let state = RunState {
+            version: STATE_VERSION,
+            seed: config.seed,
+            gaussian_done: false,
+            initial_samples_done: false,
+            completed_laps: 0,
+            observations: ObservationFingerprint::of(&observations),
+        };
+        state.save(&dir.join(STATE_FILE))?;
+        let observations = observations.to_device(device);
+        Ok(Self {
+            dir,
+            config,
+            observations,
+            device,
+            state,
+            gaussian: None,
+            model: None,
+            samples: None,
+            observers: Vec::new(),
+        })
+    }
+
+    /// Reopens the run in `dir` after its last committed step: reads `config.json` and `state.bin`, checks
+    /// that `observations` are the ones the run was created with, and loads the Gaussian prior, the last
+    /// lap's model and samples. [`EmRun::run`] then continues with the next step; the result equals the
+    /// uninterrupted run's (bit-exact on CPU, see [`crate::derive_seed`]).
+    ///
+    /// The observations are passed again rather than copied into the run directory (data sets can be large).
+    ///
+    /// # Errors
+    /// [`EmError::RunDir`] when `dir` holds no run or the observations differ; file errors naming the file.
+    pub fn resume(dir: impl AsRef<Path>, observations: Observation, device: Device) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !is_run_dir(&dir) {
+            return Err(EmError::RunDir { path: dir, reason: "holds no run (no state.bin)".into() });
+        }
+        let config = EmConfig::from_file(&dir.join(CONFIG_FILE))?;
+        let state = RunState::load(&dir.join(STATE_FILE))?;
+        if state.seed != config.seed {
+            return Err(EmError::RunDir {
+                path: dir,
+                reason: format!(
+                    "config.json seed {} differs from state.bin seed {}",
+                    config.seed, state.seed
+                ),
+            });
+        }
+        let fp = ObservationFingerprint::of(&observations);
+        if fp != state.observations {
+            return Err(EmError::RunDir {
+                path: dir,
+                reason: format!(
+                    "the observations differ from the run's: got {fp:?}, the run was created with {:?}",
+                    state.observations
+                ),
+            });
+        }
+        let observations = observations.to_device(device);
+        let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(&dir, l));
+        let gaussian = if !state.gaussian_done {
+            None
+        } else {
+            let path = last.as_ref().map_or(dir.join(GAUSSIAN_FILE), |l| l.join(GAUSSIAN_FILE));
+            Some(GaussianPrior::load(&path, device)?)
+        };
+        let model = match &last {
+            Some(l) => Some(checkpoint::load(l, device)?.0),
+            None => None,
+        };
+        let samples = match (&last, state.initial_samples_done) {
+            (Some(l), _) => Some(read_npy(&l.join(SAMPLES_FILE), device)?),
+            (None, true) => Some(read_npy(&dir.join(INIT_DIR).join(SAMPLES_FILE), device)?),
+            (None, false) => None,
+        };
+        Ok(Self { dir, config, observations, device, state, gaussian, model, samples, observers: Vec::new() })
+    }
+
+    /// Adds an observer (called after every lap, in the order added).
+    pub fn add_observer(&mut self, observer: Box<dyn LapObserver>) {
+        self.observers.push(observer);
+    }
+
+    /// Builder form of [`EmRun::add_observer`].
+    pub fn with_observer(mut self, observer: impl LapObserver + 'static) -> Self {
+        self.observers.push(Box::new(observer));
+        self
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EmConfig {
+        &self.config
+    }
+
+    /// The observations (on the run's device).
+    pub fn observations(&self) -> &Observation {
+        &self.observations
+    }
+
+    /// Laps completed and committed.
+    pub fn completed_laps(&self) -> usize {
+        self.state.completed_laps
+    }
+
+    /// The current Gaussian prior, once fitted.
+    pub fn gaussian(&self) -> Option<&GaussianPrior> {
+        self.gaussian.as_ref()
+    }
+
+    /// The current model, once created.
+    pub fn model(&self) -> Option<&PriorModel> {
+        self.model.as_ref()
+    }
+
+    /// The latest E-step samples (unfiltered), once drawn.
+    pub fn samples(&self) -> Option<&Tensor> {
+        self.samples.as_ref()
+    }
+
+    /// Runs every remaining step up to `config.laps` laps.
+    ///
+    /// # Errors
+    /// Any error of the steps (sampling, training, files, observers); the run directory then holds the last
+    /// committed step and [`EmRun::resume`] continues from it.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        let laps = self.config.laps;
+        self.run_until(laps)
+    }
+
+    /// Runs the remaining steps up to `laps` laps (≤ `config.laps`): the Gaussian initialization if not done,
+    /// the initial samples ([`LapOrder::TrainThenSample`]), then the laps.
+    ///
+    /// # Errors
+    /// As [`EmRun::run`].
+    pub fn run_until(&mut self, laps: usize) -> Result<RunSummary> {
+        let laps = laps.min(self.config.laps);
+        let bar = self.bar(laps as u64, "laps");
+        bar.set_position(self.state.completed_laps as u64);
+        if !self.state.gaussian_done {
+            bar.set_message("Gaussian EM");
+            self.fit_initial_gaussian()?;
+        }
+        if self.model.is_none() {
+            self.model = Some(self.new_model()?);
+        }
+        if self.config.order == LapOrder::TrainThenSample && !self.state.initial_samples_done {
+            bar.set_message("initial E-step");
+            self.initial_samples()?;
+        }
+        while self.state.completed_laps < laps {
+            let lap = self.state.completed_laps;
+            bar.set_message(format!("lap {lap}"));
+            self.run_lap(lap)?;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(RunSummary {
+            completed_laps: self.state.completed_laps,
+            metrics: read_jsonl(&self.dir.join(METRICS_FILE))?,
+        })
+    }
+
+    fn bar(&self, len: u64, what: &str) -> ProgressBar {
+        if !self.config.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        let template = format!("{{prefix}} {{bar:30}} {{pos}}/{{len}} {what} [{{elapsed_precise}}] {{msg}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style);
+        }
+        bar
+    }
+
+    fn commit(&self) -> Result<()> {
+        self.state.save(&self.dir.join(STATE_FILE))
+    }
+
+    fn fit_initial_gaussian(&mut self) -> Result<()> {
+        let g = &self.config.gaussian;
+        let used = g.max_pairs.map_or(self.observations.len(), |m| (m as i64).min(self.observations.len()));
+        let chunks = chunk_count(used, 1, g.chunk_size as i64) * g.iterations as u64;
+        let bar = self.bar(chunks, "Gaussian EM chunks");
+        let prior = fit_gaussian_with(
+            &self.observations,
+            g,
+            self.config.schedule(),
+            self.config.seed,
+            Some(&bar),
+            &mut |_, _| Ok(()),
+        )?;
+        bar.finish_and_clear();
+        prior.save(&self.dir.join(GAUSSIAN_FILE))?;
+        for o in &mut self.observers {
+            o.on_gaussian(&self.dir, &prior)?;
+        }
+        self.gaussian = Some(prior);
+        self.state.gaussian_done = true;
+        self.commit()
+    }
+
+    fn new_model(&self) -> Result<PriorModel> {
+        let _rng = crate::mstep::TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tch::manual_seed(torch_seed(derive_seed(self.config.seed, SeedPurpose::Init, 0, 0)));
+        let mut model = PriorModel::new(self.config.network.clone(), self.config.schedule(), self.device)?;
+        let g = self
+            .gaussian()
+            .ok_or_else(|| EmError::config("gaussian", "the Gaussian prior must be fitted first"))?;
+        model.denoiser.set_mean(Some(g.mean_shaped().to_kind(Kind::Float).to_device(self.device)));
+        Ok(model)
+    }
+
+    fn current_gaussian(&self) -> Result<&GaussianPrior> {
+        self.gaussian.as_ref().ok_or_else(|| EmError::config("gaussian", "the Gaussian prior is not fitted"))
+    }
+
+    /// E-step under the Gaussian prior (exact `cov_x` MMPS) or the model (configured posterior).
+    fn e_step(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Tensor> {
+        let e = &self.config.estep;
+        let gaussian = self.current_gaussian()?;
+        let sampler = e.sampler.build(self.config.schedule())?;
+        let x_numel = gaussian.dim();
+        let chunk = e.effective_chunk(x_numel);
+        let bar =
+            self.bar(chunk_count(self.observations.len(), e.samples_per_observation, chunk), "E-step chunks");
+        let gaussian_f32 = GaussianPrior {
+            mean: gaussian.mean.to_kind(Kind::Float),
+            cov: gaussian.cov.to_kind(Kind::Float),
+            x_shape: gaussian.x_shape.clone(),
+        };
+        let plan = |mmps| EStepPlan {
+            mmps,
+            samples_per_observation: e.samples_per_observation,
+            chunk,
+            kind: Kind::Float,
+            seed: self.config.seed,
+            purpose: SeedPurpose::EStepChunk,
+            lap,
+        };
+        let samples = if purpose_lap_gaussian {
+            let denoiser = gaussian_f32.denoiser()?;
+            let mmps = cov_x_mmps(&gaussian_f32, &e.posterior.solver);
+            posterior_samples(&denoiser, &self.observations, sampler.as_ref(), &plan(mmps), Some(&bar))?
+        } else {
+            let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
+            let mmps = e.posterior.to_mmps(&gaussian_f32.cov);
+            let prior: &dyn Denoiser = &model.denoiser;
+            posterior_samples(prior, &self.observations, sampler.as_ref(), &plan(mmps), Some(&bar))?
+        };
+        bar.finish_and_clear();
+        Ok(samples)
+    }
+
+    fn initial_samples(&mut self) -> Result<()> {
+        // π_0's chunks use a lap index no lap can have.
+        let samples = self.e_step(u64::MAX, true)?;
+        let dir = self.dir.join(INIT_DIR);
+        create_dir(&dir)?;
+        write_npy(&dir.join(SAMPLES_FILE), &samples)?;
+        self.samples = Some(samples);
+        self.state.initial_samples_done = true;
+        self.commit()
+    }
+
+    fn m_step(&self, lap: usize, data: &Tensor) -> Result<(TrainReport, Option<Ema>)> {
+        let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
+        let seed = derive_seed(self.config.seed, SeedPurpose::MStep, lap as u64, 0);
+        let mut train = self.config.mstep.clone();
+        train.progress = train.progress || self.config.progress;
+        m_step(model, data, &train, seed, lap)
+    }
+
+    fn run_lap(&mut self, lap: usize) -> Result<()> {
+        let start = Instant::now();
+        let dir = lap_dir(&self.dir, lap);
+        create_dir(&dir)?;
+        let bound = self.config.filter_bound;
+        let (samples, report, ema, estep_s, mstep_s) = match self.config.order {
+            LapOrder::TrainThenSample => {
+                let current = self
+                    .samples
+                    .as_ref()
+                    .ok_or_else(|| EmError::config("order", "no initial samples to train on"))?;
+                let data = filter_samples(current, bound);
+                if data.size()[0] == 0 {
+                    return Err(EmError::EmptyTrainingSet { lap, total: current.size()[0] });
+                }
+                let t = Instant::now();
+                let (report, ema) = self.m_step(lap, &data)?;
+                let mstep_s = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let samples = self.e_step(lap as u64, false)?;
+                (samples, report, ema, t.elapsed().as_secs_f64(), mstep_s)
+            }
+            LapOrder::SampleThenTrain => {
+                let t = Instant::now();
+                let samples = self.e_step(lap as u64, lap == 0)?;
+                let estep_s = t.elapsed().as_secs_f64();
+                if let Some(r) = self.config.refit {
+                    let s = (r.samples as i64).min(samples.size()[0]);
+                    let fit = GaussianPrior::fit_ppca(&samples.narrow(0, 0, s), r.rank)?;
+                    if let Some(m) = self.model.as_mut() {
+                        m.denoiser.set_mean(Some(fit.mean_shaped().to_kind(Kind::Float)));
+                    }
+                    self.gaussian = Some(fit);
+                }
+                let data = filter_samples(&samples, bound);
+                if data.size()[0] == 0 {
+                    return Err(EmError::EmptyTrainingSet { lap, total: samples.size()[0] });
+                }
+                let t = Instant::now();
+                let (report, ema) = self.m_step(lap, &data)?;
+                (samples, report, ema, estep_s, t.elapsed().as_secs_f64())
+            }
+        };
+        let kept = filter_samples(&samples, bound);
+        let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
+        let gaussian = self
+            .gaussian
+            .as_ref()
+            .ok_or_else(|| EmError::config("gaussian", "the Gaussian prior is not fitted"))?;
+        checkpoint::save(&dir, model, ema.as_ref())?;
+        write_npy(&dir.join(SAMPLES_FILE), &samples)?;
+        gaussian.save(&dir.join(GAUSSIAN_FILE))?;
+        report.write_jsonl(&dir.join(TRAIN_LOG_FILE))?;
+
+        let mut metrics = Map::new();
+        let (loss_mean, loss_std) = loss_summary(&report);
+        let stats = sample_stats(&kept);
+        let total = samples.size()[0];
+        let diag = observation_diagnostic(
+            &self.observations,
+            &samples,
+            derive_seed(self.config.seed, SeedPurpose::Diagnostic, lap as u64, 0),
+            self.config.diagnostics.sinkhorn_subsample,
+        )?;
+        let fields = json!({
+            "lap": lap,
+            "loss_mean": finite(loss_mean),
+            "loss_std": finite(loss_std),
+            "loss_last": report.records.last().map(|r| r.loss).and_then(finite),
+            "estep_seconds": estep_s,
+            "mstep_seconds": mstep_s,
+            "samples": total,
+            "kept": stats.count,
+            "kept_fraction": stats.count as f64 / total.max(1) as f64,
+            "sample_mean": finite(stats.mean),
+            "sample_std": finite(stats.std),
+            "obs_mean_rms": finite(diag.mean_rms),
+            "obs_std_rms": finite(diag.std_rms),
+            "obs_residual_rms": finite(diag.residual_rms),
+            "obs_noise_rms": finite(diag.noise_rms),
+            "obs_sinkhorn": diag.sinkhorn.and_then(finite),
+        });
+        if let Value::Object(m) = fields {
+            metrics.extend(m);
+        }
+        {
+            let mut ctx = LapContext {
+                lap,
+                run_dir: &self.dir,
+                lap_dir: dir.clone(),
+                config: &self.config,
+                prior: &model.denoiser,
+                model,
+                gaussian,
+                samples: &samples,
+                kept: &kept,
+                observations: &self.observations,
+                device: self.device,
+                metrics: &mut metrics,
+            };
+            for o in &mut self.observers {
+                let name = o.name().to_string();
+                o.on_lap(&mut ctx).map_err(|e| match e {
+                    EmError::Observer { .. } => e,
+                    other => EmError::observer(name, other),
+                })?;
+            }
+        }
+        metrics.insert("lap_seconds".into(), json!(start.elapsed().as_secs_f64()));
+        let path = self.dir.join(METRICS_FILE);
+        let mut lines: Vec<Value> = read_jsonl(&path)?
+            .into_iter()
+            .filter(|l| l.get("lap").and_then(Value::as_u64).is_some_and(|k| (k as usize) < lap))
+            .collect();
+        lines.push(Value::Object(metrics));
+        write_jsonl(&path, &lines)?;
+        self.samples = Some(samples);
+        self.state.completed_laps = lap + 1;
+        self.commit()
+    }
+}
+
+/// `Some(x)` for a finite number (JSON has no NaN), else `None` (written as `null`).
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Checks that the network's input size matches the observations' latent size (MLP only; the U-Net's
+/// shape is checked by its first forward).
+fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
+    let n = obs.operator.x_numel();
+    if let NetworkConfig::Mlp(m) = &config.network {
+        let shape = obs.operator.x_shape();
+        if m.features != n || shape.len() != 1 {
+            return Err(EmError::config(
+                "network.mlp.features",
+                format!(
+                    "must equal the latent size {n} of flat latents, got {} (latent shape {shape:?})",
+                    m.features
+                ),
+            ));
+        }
+    }
+    if config.gaussian.rank as i64 > n {
+        return Err(EmError::config("gaussian.rank", format!("must be ≤ the latent size {n}")));
+    }
+    Ok(())
+}
+
+/// The checkpoint directory a prior path names: `path` itself when it holds a model checkpoint
+/// (`weights.safetensors`), or the last completed lap of the run directory `path`.
+///
+/// # Errors
+/// [`EmError::RunDir`] when `path` is neither, or the run has no completed lap; file errors naming the file.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(checkpoint::WEIGHTS_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !is_run_dir(path) {
+        return Err(EmError::RunDir {
+            path: path.into(),
+            reason: "is neither a checkpoint (weights.safetensors) nor a run directory (state.bin)".into(),
+        });
+    }
+    let state = RunState::load(&path.join(STATE_FILE))?;
+    match state.completed_laps.checked_sub(1) {
+        Some(lap) => Ok(lap_dir(path, lap)),
+        None => Err(EmError::RunDir { path: path.into(), reason: "has no completed lap yet".into() }),
+    }
+}

@@ -1,0 +1,38 @@
+//! Configuration files: the shipped example parses and validates; unknown keys and bad values are named.
+
+use std::path::Path;
+
+use diem_em::{EmConfig, EmError, LapOrder};
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/configs/manifold-tiny.json");
+    let c = EmConfig::from_file(&path).unwrap();
+    assert_eq!(c.order, LapOrder::TrainThenSample);
+    assert_eq!(c.filter_bound, Some(3.0));
+    // Presets validate and survive a JSON round trip.
+    for preset in [EmConfig::manifold(32), EmConfig::manifold_reference(64)] {
+        preset.validate().unwrap();
+        let back: EmConfig = serde_json::from_str(&serde_json::to_string(&preset).unwrap()).unwrap();
+        assert_eq!(back, preset);
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = serde_json::to_value(EmConfig::manifold(2)).unwrap();
+    v["gaussian"]["rnak"] = 3.into();
+    let path = dir.path().join("cfg.json");
+    std::fs::write(&path, v.to_string()).unwrap();
+    let err = EmConfig::from_file(&path).unwrap_err();
+    assert!(matches!(err, EmError::Json { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("cfg.json") && msg.contains("rnak"), "{msg}");
+
+    let mut v = serde_json::to_value(EmConfig::manifold(2)).unwrap();
+    v["mstep"]["batch_size"] = 0.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let msg = EmConfig::from_file(&path).unwrap_err().to_string();
+    assert!(msg.contains("cfg.json") && msg.contains("mstep.batch_size"), "{msg}");
+}
