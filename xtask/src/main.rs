@@ -5,6 +5,8 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod experiments;
+mod manifold;
 mod summary;
 mod torch;
 
@@ -45,6 +47,29 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// The manifold experiment (SPEC.md §9a): reduced CPU run by default, `--paper` or `--ref` for full scale.
+    ReproduceManifold(manifold::ReproduceArgs),
+    /// The README's first command: the reduced manifold DiEM run (minutes on a CPU), written to runs/demo/.
+    Demo(manifold::DemoArgs),
+    /// Benchmarks that print a markdown table and write it under runs/.
+    Bench {
+        /// What to benchmark.
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+    /// The paper's Figure 2 (SPEC.md §10) into runs/figure2/: reduced sizes, `--full` for the paper's.
+    Figure2(experiments::StudyArgs),
+    /// Posterior samplers vs the exact mixture posterior for d = 2..64 (beyond the paper), into runs/sweep/.
+    Sweep(experiments::StudyArgs),
+}
+
+/// The targets of `cargo xtask bench`.
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// One reduced manifold lap: E-step and M-step time and GFLOP/s against the measured matmul peak.
+    Em(manifold::BenchEmArgs),
+    /// Posterior sampling (DDIM, DPS, MMPS 1/3) against azula 0.11.1: samples/s and peak memory.
+    Posterior(experiments::BenchPosteriorArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +113,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let status = cargo(&root, &env, &args)?.status().context("cannot run cargo")?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Cmd::ReproduceManifold(args) => manifold::reproduce(&root, args),
+        Cmd::Demo(args) => manifold::demo(&root, args),
+        Cmd::Bench { target } => match target {
+            BenchTarget::Em(args) => manifold::bench_em(&root, args),
+            BenchTarget::Posterior(args) => experiments::bench_posterior(&root, &args),
+        },
+        Cmd::Figure2(args) => experiments::study(&root, "figure2", &args),
+        Cmd::Sweep(args) => experiments::study(&root, "sweep", &args),
     }
 }
 

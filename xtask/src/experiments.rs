@@ -1,0 +1,228 @@
+//! Synthetic studies and the posterior-sampling benchmark: `cargo xtask figure2`, `cargo xtask sweep` and
+//! `cargo xtask bench posterior`. Each builds the `diem-benches` binaries in release mode with the libtorch
+//! environment and runs them; the benchmark also runs azula (installed into `.venv` when missing).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+use crate::torch::{self, TorchEnv};
+
+/// The azula release the benchmark compares against.
+pub const AZULA_VERSION: &str = "0.11.1";
+/// The torchvision release built for torch [`torch::TORCH_VERSION`]; installed before azula so that pip does
+/// not pull the newest torchvision, which would upgrade torch and break tch.
+pub const TORCHVISION_VERSION: &str = "0.26.0";
+
+/// Builds one `diem-benches` binary in release mode and returns its path.
+fn build_bin(root: &Path, env: &TorchEnv, bin: &str) -> Result<PathBuf> {
+    let status = crate::cargo(root, env, &["build", "--release", "-p", "diem-benches", "--bin", bin])?
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building {bin} failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("release").join(bin))
+}
+
+/// A command for a built binary, run from the workspace root with the libtorch environment.
+fn bin_command(root: &Path, env: &TorchEnv, path: &Path) -> Result<Command> {
+    let mut cmd = Command::new(path);
+    cmd.current_dir(root);
+    env.apply(&mut cmd)?;
+    Ok(cmd)
+}
+
+/// Arguments of `cargo xtask figure2` and `cargo xtask sweep`.
+#[derive(clap::Args)]
+pub struct StudyArgs {
+    /// The paper's sizes (GPU scale); without it, reduced sizes that finish in minutes on a CPU.
+    #[arg(long)]
+    full: bool,
+    /// Extra arguments for the study binary after `--` (e.g. `-- --seeds 2`).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// Arguments of `cargo xtask bench posterior`.
+#[derive(clap::Args)]
+pub struct BenchPosteriorArgs {
+    /// Fewer samples and steps (N = 1024, T = 32) for a first look.
+    #[arg(long)]
+    quick: bool,
+    /// Number of samples N (default 8192).
+    #[arg(long)]
+    samples: Option<i64>,
+    /// Sampler steps T (default 256).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// libtorch intra-op threads on both sides (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `cargo xtask figure2` / `cargo xtask sweep`: runs the study binary `bin` (reduced sizes unless `--full`).
+pub fn study(root: &Path, bin: &str, args: &StudyArgs) -> Result<ExitCode> {
+    let (full, extra) = (args.full, &args.args);
+    let env = torch::setup(root)?;
+    let path = build_bin(root, &env, bin)?;
+    let mut cmd = bin_command(root, &env, &path)?;
+    if full {
+        cmd.arg("--full");
+    }
+    cmd.args(extra);
+    // libtorch's OpenMP pool oversubscribes small shared machines badly; one intra-op thread unless set.
+    if std::env::var_os("OMP_NUM_THREADS").is_none() {
+        cmd.env("OMP_NUM_THREADS", "1");
+    }
+    eprintln!(
+        "xtask: {} {}",
+        path.display(),
+        if full { "--full" } else { "(reduced sizes; --full for the paper's)" }
+    );
+    let status = cmd.status().with_context(|| format!("cannot run {}", path.display()))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether `<venv>` holds `<name>-<version>.dist-info`.
+fn has_dist(venv: &Path, name: &str, version: &str) -> bool {
+    let lib = venv.join("lib");
+    let Ok(entries) = std::fs::read_dir(&lib) else { return false };
+    entries
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().join("site-packages").join(format!("{name}-{version}.dist-info")).is_dir())
+}
+
+/// Installs azula (and the torchvision matching the pinned torch) into `.venv` unless already there, then
+/// checks that torch is still the pinned release.
+fn ensure_azula(root: &Path) -> Result<TorchEnv> {
+    let env = torch::setup(root)?;
+    let torch::Source::Venv(venv) = &env.source else {
+        bail!("the azula comparison needs the project's .venv (unset LIBTORCH so `cargo xtask setup` creates it)");
+    };
+    if !has_dist(venv, "azula", AZULA_VERSION) {
+        eprintln!("xtask: installing azula {AZULA_VERSION} into {}", venv.display());
+        torch::pip_install(venv, &format!("torchvision=={TORCHVISION_VERSION}"))?;
+        torch::pip_install(venv, &format!("azula=={AZULA_VERSION}"))?;
+    }
+    torch::setup(root)
+}
+
+/// One benchmark result line (parsed from a child's JSON output).
+#[derive(Debug, Clone)]
+struct Row {
+    samples_per_second: f64,
+    seconds: f64,
+    peak_rss_mib: Option<f64>,
+    base_rss_mib: Option<f64>,
+    finite: Option<bool>,
+}
+
+fn run_json(mut cmd: Command, what: &str) -> Result<Row> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON line")?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("{what}: bad JSON {line}"))?;
+    let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    Ok(Row {
+        samples_per_second: num("samples_per_second").context("samples_per_second missing")?,
+        seconds: num("seconds").context("seconds missing")?,
+        peak_rss_mib: num("peak_rss_mib"),
+        base_rss_mib: num("base_rss_mib"),
+        finite: v.get("finite").and_then(serde_json::Value::as_bool),
+    })
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |m| format!("{m:.0}"))
+}
+
+/// `cargo xtask bench posterior`: ours vs azula 0.11.1, each method in its own process.
+pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCode> {
+    let (quick, samples, steps) = (args.quick, args.samples, args.steps);
+    let env = ensure_azula(root)?;
+    let torch::Source::Venv(venv) = &env.source else { bail!("no .venv") };
+    let python = venv.join("bin").join("python");
+    let (n, t) =
+        (samples.unwrap_or(if quick { 1024 } else { 8192 }), steps.unwrap_or(if quick { 32 } else { 256 }));
+    let bin = build_bin(root, &env, "bench_posterior")?;
+    let dir = root.join("runs").join("bench-posterior");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let problem = dir.join("problem.safetensors");
+    let mut prep = bin_command(root, &env, &bin)?;
+    prep.args(["prepare", "--samples", &n.to_string(), "--out"]).arg(&problem);
+    let status = prep.status().context("cannot run bench_posterior prepare")?;
+    if !status.success() {
+        bail!("bench_posterior prepare failed ({status})");
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()))
+        .to_string();
+    let mut rows = Vec::new();
+    for method in ["ddim", "dps", "mmps1", "mmps3"] {
+        let args = ["--method", method, "--steps", &t.to_string(), "--threads", &threads];
+        let mut ours = bin_command(root, &env, &bin)?;
+        ours.arg("run").arg("--problem").arg(&problem).args(args);
+        eprintln!("xtask: diem  {method} (N = {n}, T = {t})");
+        let a = run_json(ours, &format!("diem {method}"))?;
+        let mut theirs = bin_command(root, &env, &python)?;
+        theirs
+            .arg(root.join("benches").join("python").join("azula_posterior.py"))
+            .arg("--problem")
+            .arg(&problem)
+            .args(args);
+        eprintln!("xtask: azula {method}");
+        let b = run_json(theirs, &format!("azula {method}"))?;
+        rows.push((method, a, b));
+    }
+    let mut md = format!(
+        "# Posterior sampling: diem vs azula {AZULA_VERSION}\n\nManifold MLP (5 → 256×3 → 5, random weights), N = {n}, \
+         d = 5, m = 2, T = {t} steps, CPU, {threads} threads, float32; each method in its own process.\n\n\
+         | method | diem samples/s | azula samples/s | diem / azula | diem s | azula s | diem peak RSS MiB (Δ) | azula peak RSS MiB (Δ) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    );
+    for (m, a, b) in &rows {
+        let delta = |r: &Row| r.peak_rss_mib.zip(r.base_rss_mib).map(|(p, q)| p - q);
+        md.push_str(&format!(
+            "| {m} | {:.0} | {:.0} | {:.2}× | {:.1} | {:.1} | {} ({}) | {} ({}){} |\n",
+            a.samples_per_second,
+            b.samples_per_second,
+            a.samples_per_second / b.samples_per_second,
+            a.seconds,
+            b.seconds,
+            mib(a.peak_rss_mib),
+            mib(delta(a)),
+            mib(b.peak_rss_mib),
+            mib(delta(b)),
+            if b.finite == Some(false) { ", non-finite output" } else { "" }
+        ));
+    }
+    let find = |m: &str| rows.iter().find(|r| r.0 == m).map(|r| r.1.clone());
+    if let (Some(dps), Some(mmps1), Some(mmps3)) = (find("dps"), find("mmps1"), find("mmps3")) {
+        let whole = |x: &Row| x.peak_rss_mib.zip(dps.peak_rss_mib).map(|(p, q)| p / q);
+        let delta = |x: &Row| x.peak_rss_mib.zip(x.base_rss_mib).map(|(p, q)| p - q);
+        let growth = |x: &Row| delta(x).zip(delta(&dps)).map(|(p, q)| p / q);
+        let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |r| format!("{r:.3}×"));
+        md.push_str(&format!(
+            "\nPeak memory of diem's MMPS relative to diem's DPS (target ≤ 1.15×): whole-process peak RSS \
+             MMPS(1) {}, MMPS(3) {}; growth during sampling (peak RSS − RSS before sampling) MMPS(1) {}, \
+             MMPS(3) {}.\n",
+            fmt(whole(&mmps1)),
+            fmt(whole(&mmps3)),
+            fmt(growth(&mmps1)),
+            fmt(growth(&mmps3)),
+        ));
+    }
+    let report = dir.join("report.md");
+    std::fs::write(&report, &md).with_context(|| format!("writing {}", report.display()))?;
+    println!("{md}");
+    println!("wrote {}", report.display());
+    Ok(ExitCode::SUCCESS)
+}
