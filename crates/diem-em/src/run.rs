@@ -40,7 +40,11 @@ pub struct RunSummary {
 /// ```no_run
 /// # use diem_em::{EmConfig, EmRun};
 /// # fn main() -> diem_em::Result<()> {
-/// # let observations: diem_operators::Observation = unimplemented!();
+/// use diem_operators::{NoiseCov, Observation, Projection};
+/// // 1,024 points in R^5, each seen through its own random 2×5 projection with noise 1e-2.
+/// let x = tch::Tensor::randn([1024, 5], (tch::Kind::Float, tch::Device::Cpu));
+/// let op = Projection::random_sphere(1024, 2, 5, 0)?;
+/// let observations = Observation::simulate(&x, Box::new(op), NoiseCov::isotropic(1e-2)?, 1)?;
 /// let mut run = EmRun::create("runs/x", EmConfig::manifold(32), observations, tch::Device::Cpu)?;
 /// let summary = run.run()?;
 /// println!("{} laps", summary.completed_laps);
