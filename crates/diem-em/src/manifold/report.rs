@@ -13,6 +13,7 @@ use super::config::ManifoldConfig;
 use super::data::{filter_inside, to_host, ManifoldData};
 use super::error::{ManifoldError, Result};
 use crate::config::{Covariance as EmCovariance, SamplerSpec, SolverMethod};
+use crate::io::write_atomic;
 use diem_models::{LrSchedule, NetworkConfig};
 
 /// The filter bound of SPEC.md §8: samples must lie strictly inside `(−3, 3)` in every coordinate.
@@ -175,7 +176,7 @@ pub fn write_report(
         line_plot(&plot, &dir.join(CURVE_FILE))?;
     }
     let text = report_markdown(config, records, total_seconds);
-    write_atomic(&dir.join(REPORT_FILE), text.as_bytes())
+    Ok(write_atomic(&dir.join(REPORT_FILE), text.as_bytes())?)
 }
 
 fn method_name(method: SolverMethod) -> &'static str {
@@ -303,14 +304,4 @@ pub fn corner_path(lap: i64) -> String {
     } else {
         format!("lap-{lap:03}/{}", super::observer::LAP_CORNER_FILE)
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-///
-/// # Errors
-/// [`ManifoldError::Io`] naming the file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| ManifoldError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ManifoldError::io(path, e))
 }

@@ -77,7 +77,7 @@ pub fn run_experiment(
         let run = EmRun::create(out, config.em.clone(), observations, options.device)?;
         let text = serde_json::to_string_pretty(&config)
             .map_err(|source| ManifoldError::Json { path: out.join(MANIFOLD_CONFIG_FILE), source })?;
-        super::report::write_atomic(&out.join(MANIFOLD_CONFIG_FILE), text.as_bytes())?;
+        crate::io::write_atomic(&out.join(MANIFOLD_CONFIG_FILE), text.as_bytes())?;
         run
     };
     let observer = ManifoldObserver::new(&config, &data, out)?;
