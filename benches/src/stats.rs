@@ -71,18 +71,28 @@ pub fn group_quartiles<'a>(
 /// # Errors
 /// [`BenchError::Io`] naming the file.
 pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| BenchError::io(parent, e))?;
-    }
-    let tmp = path.with_extension("csv.tmp");
     let mut text = header.join(",");
     text.push('\n');
     for row in rows {
         text.push_str(&row.join(","));
         text.push('\n');
     }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `path` (creating its folder) through a temporary file beside it and a rename, so an
+/// interrupted study never leaves a half-written output under the final name.
+///
+/// # Errors
+/// [`BenchError`] naming the file that could not be created, written or renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| BenchError::io(parent, e))?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(|e| BenchError::io(&tmp, e))?;
-    file.write_all(text.as_bytes()).map_err(|e| BenchError::io(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| BenchError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| BenchError::io(path, e))?;
     Ok(())
 }

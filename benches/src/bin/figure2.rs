@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use diem_benches::figure2::{run, CovarianceChoice, Figure2Config};
 use diem_benches::report::{write_study, Measurement};
+use diem_benches::stats::write_atomic;
 
 /// Figure 2 of the paper: covariance choices vs the exact posterior.
 #[derive(Parser)]
@@ -60,10 +61,8 @@ fn main() -> Result<()> {
         config.proposal_size,
         config.sinkhorn_points
     );
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let config_path = args.out.join("config.json");
-    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    write_atomic(&config_path, serde_json::to_string_pretty(&config)?.as_bytes())?;
     let start = Instant::now();
     let records = run(&config, &mut |r| {
         eprintln!(

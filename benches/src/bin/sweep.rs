@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use diem_benches::report::{write_study, Measurement};
+use diem_benches::stats::write_atomic;
 use diem_benches::sweep::{run_one, SweepConfig, SweepMethod};
 
 /// Posterior samplers vs the exact posterior across dimensions.
@@ -49,10 +50,8 @@ fn main() -> Result<()> {
     if let Some(v) = args.dims {
         config.dims = v;
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let config_path = args.out.join("config.json");
-    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
+    write_atomic(&config_path, serde_json::to_string_pretty(&config)?.as_bytes())?;
     eprintln!(
         "sweep: d ∈ {:?}, {} seeds, {} samples, {} steps (CPU, float64)",
         config.dims, config.seeds, config.samples, config.steps
