@@ -123,7 +123,7 @@ fn main() -> Result<()> {
         println!("{text}");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let path = out.join("report.md");
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        diem_em::io::write_atomic(&path, text.as_bytes())?;
         eprintln!("manifold: bench report: {}", path.display());
         return Ok(());
     }
