@@ -61,6 +61,9 @@ pub struct BenchPosteriorArgs {
     /// libtorch intra-op threads on both sides (default: the number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Runs per implementation and method, interleaved (diem, azula, diem, ...); the report gives medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 /// `cargo xtask figure2` / `cargo xtask sweep`: runs the study binary `bin` (reduced sizes unless `--full`).
@@ -115,6 +118,7 @@ fn ensure_azula(root: &Path) -> Result<TorchEnv> {
 struct Row {
     samples_per_second: f64,
     seconds: f64,
+    cpu_seconds: Option<f64>,
     peak_rss_mib: Option<f64>,
     base_rss_mib: Option<f64>,
     finite: Option<bool>,
@@ -133,10 +137,25 @@ fn run_json(mut cmd: Command, what: &str) -> Result<Row> {
     Ok(Row {
         samples_per_second: num("samples_per_second").context("samples_per_second missing")?,
         seconds: num("seconds").context("seconds missing")?,
+        cpu_seconds: num("cpu_seconds"),
         peak_rss_mib: num("peak_rss_mib"),
         base_rss_mib: num("base_rss_mib"),
         finite: v.get("finite").and_then(serde_json::Value::as_bool),
     })
+}
+
+/// The run with the median wall time of `runs` (the upper median for an even count); `None` when empty.
+fn median_run(mut runs: Vec<Row>) -> Option<Row> {
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mid = runs.len() / 2;
+    runs.into_iter().nth(mid)
+}
+
+/// `min–max` of the runs' wall times, for the report's spread column.
+fn spread(runs: &[Row]) -> String {
+    let lo = runs.iter().map(|r| r.seconds).fold(f64::INFINITY, f64::min);
+    let hi = runs.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    format!("{lo:.1}–{hi:.1}")
 }
 
 fn mib(v: Option<f64>) -> String {
@@ -165,38 +184,54 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()))
         .to_string();
+    let repeat = args.repeat.max(1);
     let mut rows = Vec::new();
+    let mut spreads = Vec::new();
     for method in ["ddim", "dps", "mmps1", "mmps3"] {
         let args = ["--method", method, "--steps", &t.to_string(), "--threads", &threads];
-        let mut ours = bin_command(root, &env, &bin)?;
-        ours.arg("run").arg("--problem").arg(&problem).args(args);
-        eprintln!("xtask: diem  {method} (N = {n}, T = {t})");
-        let a = run_json(ours, &format!("diem {method}"))?;
-        let mut theirs = bin_command(root, &env, &python)?;
-        theirs
-            .arg(root.join("benches").join("python").join("azula_posterior.py"))
-            .arg("--problem")
-            .arg(&problem)
-            .args(args);
-        eprintln!("xtask: azula {method}");
-        let b = run_json(theirs, &format!("azula {method}"))?;
+        let (mut ours_runs, mut their_runs) = (Vec::new(), Vec::new());
+        for rep in 1..=repeat {
+            let mut ours = bin_command(root, &env, &bin)?;
+            ours.arg("run").arg("--problem").arg(&problem).args(args);
+            eprintln!("xtask: diem  {method} (N = {n}, T = {t}), run {rep}/{repeat}");
+            ours_runs.push(run_json(ours, &format!("diem {method}"))?);
+            let mut theirs = bin_command(root, &env, &python)?;
+            theirs
+                .arg(root.join("benches").join("python").join("azula_posterior.py"))
+                .arg("--problem")
+                .arg(&problem)
+                .args(args);
+            eprintln!("xtask: azula {method}, run {rep}/{repeat}");
+            their_runs.push(run_json(theirs, &format!("azula {method}"))?);
+        }
+        spreads.push((spread(&ours_runs), spread(&their_runs)));
+        let a = median_run(ours_runs).context("no diem run")?;
+        let b = median_run(their_runs).context("no azula run")?;
         rows.push((method, a, b));
     }
     let mut md = format!(
         "# Posterior sampling: diem vs azula {AZULA_VERSION}\n\nManifold MLP (5 → 256×3 → 5, random weights), N = {n}, \
-         d = 5, m = 2, T = {t} steps, CPU, {threads} threads, float32; each method in its own process.\n\n\
-         | method | diem samples/s | azula samples/s | diem / azula | diem s | azula s | diem peak RSS MiB (Δ) | azula peak RSS MiB (Δ) |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+         d = 5, m = 2, T = {t} steps, CPU, {threads} threads, float32; each method in its own process, {repeat} runs \
+         each, interleaved (diem, azula, diem, ...); the median run by wall time is shown, with the min–max wall \
+         time of all runs. CPU s = user + system seconds of the sampling loop, all threads (less sensitive than \
+         wall time to other load on the machine).\n\n\
+         | method | diem samples/s | azula samples/s | diem / azula | diem s (min–max) | azula s (min–max) | diem CPU s | azula CPU s | azula CPU / diem CPU | diem peak RSS MiB (Δ) | azula peak RSS MiB (Δ) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     );
-    for (m, a, b) in &rows {
+    for ((m, a, b), (sa, sb)) in rows.iter().zip(&spreads) {
         let delta = |r: &Row| r.peak_rss_mib.zip(r.base_rss_mib).map(|(p, q)| p - q);
+        let cpu = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |c| format!("{c:.1}"));
+        let cpu_ratio =
+            b.cpu_seconds.zip(a.cpu_seconds).map_or_else(|| "n/a".into(), |(x, y)| format!("{:.2}×", x / y));
         md.push_str(&format!(
-            "| {m} | {:.0} | {:.0} | {:.2}× | {:.1} | {:.1} | {} ({}) | {} ({}){} |\n",
+            "| {m} | {:.0} | {:.0} | {:.2}× | {:.1} ({sa}) | {:.1} ({sb}) | {} | {} | {cpu_ratio} | {} ({}) | {} ({}){} |\n",
             a.samples_per_second,
             b.samples_per_second,
             a.samples_per_second / b.samples_per_second,
             a.seconds,
             b.seconds,
+            cpu(a.cpu_seconds),
+            cpu(b.cpu_seconds),
             mib(a.peak_rss_mib),
             mib(delta(a)),
             mib(b.peak_rss_mib),
@@ -221,7 +256,7 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
         ));
     }
     let report = dir.join("report.md");
-    std::fs::write(&report, &md).with_context(|| format!("writing {}", report.display()))?;
+    crate::write_atomic(&report, md.as_bytes())?;
     println!("{md}");
     println!("wrote {}", report.display());
     Ok(ExitCode::SUCCESS)

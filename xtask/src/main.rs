@@ -7,6 +7,7 @@
 
 mod experiments;
 mod manifold;
+mod pipelines;
 mod summary;
 mod torch;
 
@@ -61,6 +62,16 @@ enum Cmd {
     Figure2(experiments::StudyArgs),
     /// Posterior samplers vs the exact mixture posterior for d = 2..64 (beyond the paper), into runs/sweep/.
     Sweep(experiments::StudyArgs),
+    /// Corrupted CIFAR-10 (SPEC.md §9b): read or download the binary distribution, write observation sets.
+    PrepareCifar(pipelines::Forwarded),
+    /// Corrupted CIFAR-10 DiEM (`--rho 0.75 [--paper | --tiny] [--inception PATH]`), per-lap grids, FID/IS.
+    ReproduceCifar(pipelines::Forwarded),
+    /// fastMRI knee single-coil (SPEC.md §9c): HDF5 slices 10–40, normalization, k-space observations.
+    PrepareFastmri(pipelines::Forwarded),
+    /// Accelerated-MRI DiEM (`[--paper | --tiny]`): pixel-shuffle U-Net, MMPS CG 3, DDPM 64.
+    ReproduceFastmri(pipelines::Forwarded),
+    /// The four-task posterior benchmark (SPEC.md §9d): `--prior DIR --images DIR`, Table 4 and cost table.
+    PosteriorBench(pipelines::Forwarded),
 }
 
 /// The targets of `cargo xtask bench`.
@@ -121,7 +132,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Cmd::Figure2(args) => experiments::study(&root, "figure2", &args),
         Cmd::Sweep(args) => experiments::study(&root, "sweep", &args),
+        Cmd::PrepareCifar(args) => pipelines::run(&root, pipelines::PREPARE_CIFAR, &args),
+        Cmd::ReproduceCifar(args) => pipelines::run(&root, pipelines::REPRODUCE_CIFAR, &args),
+        Cmd::PrepareFastmri(args) => pipelines::run(&root, pipelines::PREPARE_FASTMRI, &args),
+        Cmd::ReproduceFastmri(args) => pipelines::run(&root, pipelines::REPRODUCE_FASTMRI, &args),
+        Cmd::PosteriorBench(args) => pipelines::run(&root, pipelines::POSTERIOR_BENCH, &args),
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a reader never
+/// sees half a file and an interrupted write leaves the previous version intact.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().context("the path has no file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
 }
 
 /// A `cargo` command in the workspace root with the libtorch environment applied.
