@@ -145,17 +145,20 @@ def main():
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
+    cpu_start = time.process_time()
     start = time.perf_counter()
     x = sampler.init((n, 5), device=device)
     x = sampler(x)
     x.sum().item()
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     result = {
         "implementation": "azula",
         "method": args.method,
         "samples": n,
         "steps": args.steps,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "samples_per_second": n / seconds,
         "peak_rss_mib": peak_rss_mib(),
         "base_rss_mib": base,

@@ -183,6 +183,10 @@ pub struct BenchResult {
     pub steps: usize,
     /// Wall-clock seconds of the sampling loop.
     pub seconds: f64,
+    /// CPU seconds (user + system, all threads) the process spent in the sampling loop, when known: less
+    /// sensitive than wall time to other processes sharing the machine.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
     /// `N / seconds`.
     pub samples_per_second: f64,
     /// Peak resident set size of the process (`VmHWM`), MiB, when known.
@@ -199,6 +203,18 @@ pub fn proc_status_mib(field: &str) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// CPU seconds (user + system, all threads) this process has used so far, from `/proc/self/stat` (fields 14
+/// and 15, in Linux's fixed 100 Hz clock ticks); `None` off Linux.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; the fields after it start past the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 is the first after ')'; utime is field 14
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Runs `method` for `steps` steps on the problem and times it (SPEC.md §4.2–4.3, §5.1, §5.3).
@@ -223,6 +239,7 @@ pub fn run_method(
     tch::manual_seed(seed as i64);
     let shape = [n, 5];
     let base = proc_status_mib("VmRSS:");
+    let cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let out = match method {
         BenchMethod::Ddim => Ddim::new(schedule, grid).sample(prior, &shape, Kind::Float, device, &mut rng),
@@ -239,12 +256,14 @@ pub fn run_method(
     .map_err(|e| BenchError::config(method.name(), e.to_string()))?;
     let _ = out.sum(Kind::Float).double_value(&[]); // synchronize before stopping the clock
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
     Ok(BenchResult {
         implementation: "diem".into(),
         method: method.name().into(),
         samples: n,
         steps,
         seconds,
+        cpu_seconds,
         samples_per_second: n as f64 / seconds,
         peak_rss_mib: proc_status_mib("VmHWM:"),
         base_rss_mib: base,
