@@ -517,6 +517,28 @@ fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
             ));
         }
     }
+    if let NetworkConfig::Unet(u) = &config.network {
+        // The U-Net's forward pass cannot report a bad size itself (it would fail inside libtorch), so the
+        // latent shape is checked here, once, against [C_in, H, W] with H and W multiples of its size multiple.
+        let shape = obs.operator.x_shape();
+        let m = u.size_multiple();
+        let fits = shape.len() == 3
+            && shape[0] == u.in_channels
+            && shape[1] > 0
+            && shape[2] > 0
+            && shape[1] % m == 0
+            && shape[2] % m == 0;
+        if !fits {
+            return Err(EmError::config(
+                "network.unet",
+                format!(
+                    "expects latents of shape [{}, H, W] with H and W positive multiples of {m}, but the \
+                     observations' latent shape is {shape:?}",
+                    u.in_channels
+                ),
+            ));
+        }
+    }
     if config.gaussian.rank as i64 > n {
         return Err(EmError::config("gaussian.rank", format!("must be ≤ the latent size {n}")));
     }

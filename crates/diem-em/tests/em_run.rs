@@ -163,6 +163,33 @@ fn resume_refuses_other_observations_and_missing_runs() {
 }
 
 #[test]
+fn create_rejects_a_unet_that_does_not_fit_the_latent_shape() {
+    let _serial = single_thread();
+    let unet = |in_channels| {
+        let mut c = diem_models::UNetConfig::cifar();
+        c.in_channels = in_channels;
+        c.out_channels = in_channels;
+        let mut config = tiny(LapOrder::TrainThenSample, 1);
+        config.network = NetworkConfig::Unet(c);
+        config
+    };
+    let images = |shape: &[i64]| {
+        let x = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        let op = diem_operators::Identity::new(&shape[1..]).unwrap();
+        Observation::simulate(&x, Box::new(op), NoiseCov::isotropic(1e-2).unwrap(), 0).unwrap()
+    };
+    // Flat latents, the wrong channel count, and a size that is not a multiple of 4 (two down-samplings).
+    for (channels, shape) in [(3, vec![4, 12]), (3, vec![4, 1, 8, 8]), (3, vec![4, 3, 8, 6])] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = EmRun::create(dir.path(), unet(channels), images(&shape), Device::Cpu).unwrap_err();
+        assert!(matches!(err, EmError::Config { .. }), "{shape:?}: {err}");
+        assert!(err.to_string().contains("network.unet"), "{shape:?}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    EmRun::create(dir.path(), unet(1), images(&[4, 1, 8, 8]), Device::Cpu).unwrap();
+}
+
+#[test]
 fn filter_drops_samples_outside_the_open_interval() {
     let s = Tensor::from_slice(&[0.0f32, 2.9, -3.0, 0.0, 1.0, f32::NAN, 2.0, 2.0]).reshape([4, 2]);
     let kept = diem_em::filter_samples(&s, Some(3.0));
