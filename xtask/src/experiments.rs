@@ -61,6 +61,9 @@ pub struct BenchPosteriorArgs {
     /// libtorch intra-op threads on both sides (default: the number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// The device of both sides: `cpu` or `cuda` (diem reads it from `DIEM_DEVICE`, azula from `--device`).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
     /// Runs per implementation and method, interleaved (diem, azula, diem, ...); the report gives medians.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -185,6 +188,7 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |p| p.get()))
         .to_string();
     let repeat = args.repeat.max(1);
+    let args_device = args.device.clone();
     let mut rows = Vec::new();
     let mut spreads = Vec::new();
     for method in ["ddim", "dps", "mmps1", "mmps3"] {
@@ -192,7 +196,7 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
         let (mut ours_runs, mut their_runs) = (Vec::new(), Vec::new());
         for rep in 1..=repeat {
             let mut ours = bin_command(root, &env, &bin)?;
-            ours.arg("run").arg("--problem").arg(&problem).args(args);
+            ours.env("DIEM_DEVICE", &args_device).arg("run").arg("--problem").arg(&problem).args(args);
             eprintln!("xtask: diem  {method} (N = {n}, T = {t}), run {rep}/{repeat}");
             ours_runs.push(run_json(ours, &format!("diem {method}"))?);
             let mut theirs = bin_command(root, &env, &python)?;
@@ -200,7 +204,8 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
                 .arg(root.join("benches").join("python").join("azula_posterior.py"))
                 .arg("--problem")
                 .arg(&problem)
-                .args(args);
+                .args(args)
+                .args(["--device", &args_device]);
             eprintln!("xtask: azula {method}, run {rep}/{repeat}");
             their_runs.push(run_json(theirs, &format!("azula {method}"))?);
         }
@@ -211,7 +216,7 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
     }
     let mut md = format!(
         "# Posterior sampling: diem vs azula {AZULA_VERSION}\n\nManifold MLP (5 → 256×3 → 5, random weights), N = {n}, \
-         d = 5, m = 2, T = {t} steps, CPU, {threads} threads, float32; each method in its own process, {repeat} runs \
+         d = 5, m = 2, T = {t} steps, device {args_device}, {threads} threads, float32; each method in its own process, {repeat} runs \
          each, interleaved (diem, azula, diem, ...); the median run by wall time is shown, with the min–max wall \
          time of all runs. CPU s = user + system seconds of the sampling loop, all threads (less sensitive than \
          wall time to other load on the machine).\n\n\
