@@ -158,9 +158,10 @@ pub fn setup(root: &Path) -> Result<TorchEnv> {
     Ok(env)
 }
 
-/// Python packages the tests and harnesses use beside torch (numpy writes the observation files that the
-/// interop tests read), pinned for reproducibility.
-pub const PYTHON_EXTRAS: &[(&str, &str)] = &[("numpy", "2.3.5")];
+/// Python packages the tests and harnesses use beside torch, pinned for reproducibility: numpy writes the
+/// observation files that the interop tests read; h5py reads fastMRI's HDF5 files (`prepare-fastmri`) and
+/// writes the tests' HDF5 fixtures.
+pub const PYTHON_EXTRAS: &[(&str, &str)] = &[("numpy", "2.3.5"), ("h5py", "3.16.0")];
 
 /// Installs torch [`TORCH_VERSION`] into the venv unless its metadata says it is there already.
 fn ensure_torch(venv: &Path) -> Result<TorchEnv> {
