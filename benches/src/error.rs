@@ -39,6 +39,28 @@ pub enum BenchError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// An image file could not be decoded or encoded.
+    #[error("image {}: {message}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        message: String,
+    },
+    /// A sampler or a guidance method failed.
+    #[error(transparent)]
+    Sampling(#[from] diem_sampling::SamplingError),
+    /// An operator or an observation could not be built.
+    #[error(transparent)]
+    Operators(#[from] diem_operators::Error),
+    /// A JSON file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
     /// Drawing a figure failed.
     #[error("drawing {}: {message}", path.display())]
     Plot {

@@ -6,6 +6,8 @@
 //!   against the exact posterior for d = 2..64, run by `cargo xtask sweep`.
 //! - [`posterior_bench`]: our side of `cargo xtask bench posterior` (speed and memory against azula; the azula
 //!   side is `benches/python/azula_posterior.py`).
+//! - [`inverse`]: the FFHQ-256 posterior-sampling benchmark of SPEC.md §9d (Table 4, the cost table of
+//!   §11.3), run by `cargo xtask posterior-bench` (binary `inverse_bench`).
 //! - [`stats`] and [`report`]: medians, quartiles, CSV files and log–log figures shared by the studies.
 //! - [`random`]: seeded host-side draws and multinomial resampling.
 //!
@@ -22,6 +24,7 @@
 
 pub mod error;
 pub mod figure2;
+pub mod inverse;
 pub mod mixture;
 pub mod posterior_bench;
 pub mod random;
