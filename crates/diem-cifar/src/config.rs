@@ -1,8 +1,8 @@
 //! The experiment's configuration and its presets (SPEC.md §9b, §7.4, §8).
 
 use diem_em::{
-    Covariance, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder, PosteriorSpec,
-    RefitConfig, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
+    Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
+    PosteriorSpec, RefitConfig, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
 };
 use diem_models::{LrConfig, NetworkConfig, TrainConfig, UNetConfig};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,7 @@ fn paper_em(laps: usize, network: UNetConfig, mstep: TrainConfig) -> EmConfig {
         refit: Some(RefitConfig { rank: 64, samples: 16_384 }),
         diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(1024) },
         progress: false,
+        storage: DataStorage::Device,
     }
 }
 

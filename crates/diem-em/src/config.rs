@@ -342,6 +342,26 @@ pub struct EmConfig {
     /// Show indicatif progress bars (laps, E-step chunks, training steps).
     #[serde(default)]
     pub progress: bool,
+    /// Where the observations and the E-step samples live (default: on the run's device).
+    #[serde(default)]
+    pub storage: DataStorage,
+}
+
+/// Where an [`crate::EmRun`] keeps the data set: the observations and the E-step samples.
+///
+/// Computation always runs on the run's device. With [`DataStorage::Host`] the E-step moves one chunk of
+/// observations to the device at a time and its samples back, the M-step moves one batch at a time, and the
+/// Gaussian initialization moves only the pairs it uses. This is what lets a data set larger than the GPU's
+/// memory run on one GPU (MRI at paper scale: about 25 GB of observations and 25 GB of samples); on a CPU
+/// run both choices are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataStorage {
+    /// On the run's device (fastest when everything fits).
+    #[default]
+    Device,
+    /// In host memory, moved to the device chunk by chunk and batch by batch.
+    Host,
 }
 
 impl EmConfig {
@@ -367,6 +387,7 @@ impl EmConfig {
             refit: None,
             diagnostics: DiagnosticsConfig::default(),
             progress: false,
+            storage: DataStorage::Device,
         }
     }
 

@@ -5,7 +5,7 @@ use diem_models::Denoiser;
 use diem_operators::Observation;
 use diem_sampling::{Mmps, MmpsConfig, NoiseRng, Sampler};
 use indicatif::ProgressBar;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{EmError, Result};
 use crate::seed::{derive_seed, SeedPurpose};
@@ -28,6 +28,9 @@ pub struct EStepPlan {
     pub purpose: SeedPurpose,
     /// The lap (or Gaussian-EM iteration) the chunk seeds derive from.
     pub lap: u64,
+    /// Where the sampling runs; `None` = where the observations are. Each chunk of observations moves there
+    /// and its samples move back to the observations' device (see [`crate::DataStorage::Host`]).
+    pub device: Option<Device>,
 }
 
 /// Draws `k` posterior samples per observation of `obs` under `prior` with MMPS and `sampler`:
@@ -53,7 +56,8 @@ pub fn posterior_samples(
     }
     let total = n * plan.samples_per_observation as i64;
     let x_shape = obs.operator.x_shape();
-    let device = obs.y.device();
+    let home = obs.y.device();
+    let device = plan.device.unwrap_or(home);
     let chunk = plan.chunk.max(1);
     let mut parts = Vec::new();
     let mut start = 0;
@@ -62,12 +66,13 @@ pub fn posterior_samples(
         let len = chunk.min(total - start);
         let indices: Vec<i64> = (start..start + len).map(|j| j % n).collect();
         let sub = obs.select(&indices);
+        let sub = if device == home { sub } else { sub.to_device(device) };
         let mmps = Mmps::from_observation(prior, &sub, plan.mmps.clone())?;
         let mut rng = NoiseRng::seeded(derive_seed(plan.seed, plan.purpose, plan.lap, c));
         let mut shape = vec![len];
         shape.extend(&x_shape);
         let x = sampler.sample(&mmps, &shape, plan.kind, device, &mut rng)?;
-        parts.push(x);
+        parts.push(x.to_device(home));
         if let Some(bar) = progress {
             bar.inc(1);
         }

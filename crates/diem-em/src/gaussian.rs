@@ -192,6 +192,7 @@ pub fn fit_gaussian_with(
             seed,
             purpose: SeedPurpose::GaussianChunk,
             lap: it as u64,
+            device: None,
         };
         let samples = posterior_samples(&denoiser, data, &sampler, &plan, progress)?;
         prior = GaussianPrior::fit_ppca(&samples, config.rank)?;

@@ -57,8 +57,8 @@ pub mod run;
 pub mod seed;
 
 pub use config::{
-    Covariance, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder, PosteriorSpec,
-    RefitConfig, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
+    Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
+    PosteriorSpec, RefitConfig, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
 };
 pub use diagnostics::{observation_diagnostic, sample_stats, ObservationDiagnostic, SampleStats};
 pub use error::{EmError, Result};

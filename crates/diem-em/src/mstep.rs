@@ -45,7 +45,8 @@ pub fn m_step(
     // in one process (several runs on threads) cannot interleave their draws.
     let _rng = TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(torch_seed(seed));
-    let data = data.to_kind(Kind::Float).to_device(model.vs.device());
+    // The data stay where they are (host memory with `DataStorage::Host`): the trainer moves each batch.
+    let data = data.to_kind(Kind::Float);
     let mut trainer = Trainer::new(&model.vs, config.clone())?;
     let report = trainer.fit(&model.denoiser, &data)?;
     let ema = trainer.into_ema();

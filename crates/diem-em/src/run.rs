@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{EmConfig, LapOrder};
+use crate::config::{DataStorage, EmConfig, LapOrder};
 use crate::diagnostics::{observation_diagnostic, sample_stats};
 use crate::error::{EmError, Result};
 use crate::estep::{chunk_count, posterior_samples, EStepPlan};
@@ -106,7 +106,7 @@ impl EmRun {
             observations: ObservationFingerprint::of(&observations),
         };
         state.save(&dir.join(STATE_FILE))?;
-        let observations = observations.to_device(device);
+        let observations = observations.to_device(data_device(&config, device));
         Ok(Self {
             dir,
             config,
@@ -155,7 +155,8 @@ impl EmRun {
                 ),
             });
         }
-        let observations = observations.to_device(device);
+        let home = data_device(&config, device);
+        let observations = observations.to_device(home);
         let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(&dir, l));
         let gaussian = if !state.gaussian_done {
             None
@@ -168,8 +169,8 @@ impl EmRun {
             None => None,
         };
         let samples = match (&last, state.initial_samples_done) {
-            (Some(l), _) => Some(read_npy(&l.join(SAMPLES_FILE), device)?),
-            (None, true) => Some(read_npy(&dir.join(INIT_DIR).join(SAMPLES_FILE), device)?),
+            (Some(l), _) => Some(read_npy(&l.join(SAMPLES_FILE), home)?),
+            (None, true) => Some(read_npy(&dir.join(INIT_DIR).join(SAMPLES_FILE), home)?),
             (None, false) => None,
         };
         Ok(Self { dir, config, observations, device, state, gaussian, model, samples, observers: Vec::new() })
@@ -285,8 +286,16 @@ impl EmRun {
         let used = g.max_pairs.map_or(self.observations.len(), |m| (m as i64).min(self.observations.len()));
         let chunks = chunk_count(used, 1, g.chunk_size as i64) * g.iterations as u64;
         let bar = self.bar(chunks, "Gaussian EM chunks");
+        // Only the pairs the fit uses go to the device (all of them when the data already live there).
+        let moved;
+        let pairs = if self.observations.y.device() == self.device {
+            &self.observations
+        } else {
+            moved = self.observations.narrow(0, used).to_device(self.device);
+            &moved
+        };
         let prior = fit_gaussian_with(
-            &self.observations,
+            pairs,
             g,
             self.config.schedule(),
             self.config.seed,
@@ -340,6 +349,7 @@ impl EmRun {
             seed: self.config.seed,
             purpose: SeedPurpose::EStepChunk,
             lap,
+            device: Some(self.device),
         };
         let samples = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
@@ -402,7 +412,8 @@ impl EmRun {
                 let estep_s = t.elapsed().as_secs_f64();
                 if let Some(r) = self.config.refit {
                     let s = (r.samples as i64).min(samples.size()[0]);
-                    let fit = GaussianPrior::fit_ppca(&samples.narrow(0, 0, s), r.rank)?;
+                    let fit =
+                        GaussianPrior::fit_ppca(&samples.narrow(0, 0, s).to_device(self.device), r.rank)?;
                     if let Some(m) = self.model.as_mut() {
                         m.denoiser.set_mean(Some(fit.mean_shaped().to_kind(Kind::Float)));
                     }
@@ -503,6 +514,15 @@ fn finite(x: f64) -> Option<f64> {
 
 /// Checks that the network's input size matches the observations' latent size (MLP only; the U-Net's
 /// shape is checked by its first forward).
+/// The device that holds the observations and the samples of a run on `device` (SPEC.md §8; see
+/// [`DataStorage`]).
+fn data_device(config: &EmConfig, device: Device) -> Device {
+    match config.storage {
+        DataStorage::Device => device,
+        DataStorage::Host => Device::Cpu,
+    }
+}
+
 fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
     let n = obs.operator.x_numel();
     if let NetworkConfig::Mlp(m) = &config.network {

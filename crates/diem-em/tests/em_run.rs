@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diem_em::{
-    io::RunState, layout, Covariance, DiagnosticsConfig, EStepConfig, EmConfig, EmError, EmRun,
+    io::RunState, layout, Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, EmError, EmRun,
     GaussianEmConfig, LapContext, LapObserver, LapOrder, PosteriorSpec, RefitConfig, SamplerSpec, SolverSpec,
     CONFIG_VERSION,
 };
@@ -62,6 +62,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         refit: (order == LapOrder::SampleThenTrain).then_some(RefitConfig { rank: 2, samples: 100 }),
         diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(32) },
         progress: false,
+        storage: DataStorage::Device,
     }
 }
 
@@ -160,6 +161,44 @@ fn resume_refuses_other_observations_and_missing_runs() {
     other.y = &other.y + 1.0;
     let err = EmRun::resume(dir.path(), other, Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("observations differ"), "{err}");
+}
+
+/// The last lap's samples and observation diagnostic of a 2-lap run of `config` on `device`.
+fn run_two_laps(config: EmConfig, device: Device) -> (Tensor, serde_json::Value, Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = EmRun::create(dir.path(), config, observations(), device).unwrap();
+    let summary = run.run().unwrap();
+    let samples = run.samples().unwrap();
+    (samples.to_device(Device::Cpu), summary.metrics[1].clone(), samples.device())
+}
+
+#[test]
+fn host_storage_keeps_the_data_in_host_memory_and_gives_the_same_run() {
+    let _serial = single_thread();
+    let mut host = tiny(LapOrder::SampleThenTrain, 2);
+    host.storage = DataStorage::Host;
+    let json = serde_json::to_string(&host).unwrap();
+    assert!(json.contains(r#""storage":"host""#), "{json}");
+    let device = if tch::Cuda::is_available() {
+        Device::Cuda(0)
+    } else {
+        eprintln!("note: no CUDA device; host storage is checked on the CPU only (the device is the host)");
+        Device::Cpu
+    };
+    let (a, metrics_a, home) = run_two_laps(host, device);
+    assert_eq!(home, Device::Cpu, "host storage keeps the samples in host memory");
+    let (b, metrics_b, _) = run_two_laps(tiny(LapOrder::SampleThenTrain, 2), device);
+    if device == Device::Cpu {
+        assert!(a.equal(&b), "the storage choice changed the samples on the CPU");
+        assert_eq!(metrics_a["obs_residual_rms"], metrics_b["obs_residual_rms"]);
+    } else {
+        // Batch indices are drawn on the data's device, so the two runs train on different batches.
+        let rel = |k: &str| {
+            let (x, y) = (metrics_a[k].as_f64().unwrap(), metrics_b[k].as_f64().unwrap());
+            (x - y).abs() / y.abs().max(1e-6)
+        };
+        assert!(rel("sample_std") < 0.25, "{metrics_a} vs {metrics_b}");
+    }
 }
 
 #[test]

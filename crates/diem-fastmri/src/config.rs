@@ -1,8 +1,8 @@
 //! The experiment's configuration and its presets (SPEC.md §9c, §7.4, §8).
 
 use diem_em::{
-    Covariance, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder, PosteriorSpec,
-    RefitConfig, SamplerSpec, SolverSpec, CONFIG_VERSION,
+    Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
+    PosteriorSpec, RefitConfig, SamplerSpec, SolverSpec, CONFIG_VERSION,
 };
 use diem_models::{NetworkConfig, TrainConfig, UNetConfig};
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,9 @@ impl FastMriConfig {
             refit: Some(RefitConfig { rank: 64, samples: 16_384 }),
             diagnostics: DiagnosticsConfig { sinkhorn_subsample: None },
             progress: false,
+            // About 25 GB of observations and 25 GB of samples at paper scale: they stay in host memory and
+            // move to the GPU chunk by chunk (E-step) and batch by batch (M-step).
+            storage: DataStorage::Host,
         };
         Self {
             preset: "paper".into(),

@@ -122,6 +122,7 @@ impl MriObserver {
                 seed: mix_seed(ctx.config.seed, 2000 + ctx.lap as u64),
                 purpose: SeedPurpose::Observer,
                 lap: i as u64,
+                device: None,
             };
             let x = posterior_samples(ctx.prior, &h.obs, sampler.as_ref(), &plan, None)?;
             let mut shape = vec![k as i64, m];

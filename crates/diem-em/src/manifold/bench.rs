@@ -171,6 +171,7 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
         seed: em.seed,
         purpose: SeedPurpose::EStepChunk,
         lap: 0,
+        device: None,
     };
     // Warm-up: a few calls so that allocation and thread-pool start-up are not timed.
     {

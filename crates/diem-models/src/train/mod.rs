@@ -255,6 +255,8 @@ pub struct Trainer {
     ema: Option<Ema>,
     step: usize,
     order: Option<(Tensor, i64)>,
+    /// The variables' device: every batch moves there (the data may live in host memory).
+    device: tch::Device,
 }
 
 impl Trainer {
@@ -274,7 +276,15 @@ impl Trainer {
                 .build(vs, lr0)?
         };
         let ema = config.ema_decay.map(|d| Ema::new(vs, d)).transpose()?;
-        Ok(Self { params: vs.trainable_variables(), config, opt, ema, step: 0, order: None })
+        Ok(Self {
+            params: vs.trainable_variables(),
+            config,
+            opt,
+            ema,
+            step: 0,
+            order: None,
+            device: vs.device(),
+        })
     }
 
     /// The configuration.
@@ -383,8 +393,9 @@ impl Trainer {
         }
     }
 
-    /// Trains for the configured number of steps on `data: [S, ...]` (on the model's device), returning the
-    /// loss curve. Randomness comes from libtorch's global generator: call `tch::manual_seed` first for a
+    /// Trains for the configured number of steps on `data: [S, ...]`, returning the loss curve. The data may
+    /// live on another device than the model (e.g. host memory for a data set larger than the GPU): batches
+    /// are drawn where the data are and moved to the model's device one at a time. Randomness comes from libtorch's global generator: call `tch::manual_seed` first for a
     /// reproducible run.
     ///
     /// # Errors
@@ -427,6 +438,9 @@ impl Trainer {
         for s in 0..total {
             let idx = self.next_indices(size[0], data.device())?;
             let mut batch = data.index_select(0, &idx);
+            if batch.device() != self.device {
+                batch = batch.to_device(self.device);
+            }
             if self.config.augment.is_active() {
                 batch = self.config.augment.apply(&batch)?;
             }
