@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diem_benches::inverse::{sample_batch, save_png, BenchPrior, Method, Task, TaskGeometry, VpTable};
+use diem_benches::inverse::{
+    sample_batch, save_png, BenchPrior, Method, ScaledDenoiser, Task, TaskGeometry, VpTable,
+};
 use diem_linalg::{Dplr, Krylov};
 use diem_models::{
     checkpoint, Denoiser, GaussianDenoiser, NetworkConfig, PriorModel, UNetConfig, VeSchedule,
@@ -428,4 +430,28 @@ fn tiny_end_to_end_run() {
     assert!(mmps["memory"]["peak_rss_mib"].as_f64().unwrap() > 0.0);
     let cost = std::fs::read_to_string(out.join("cost.md")).unwrap();
     assert!(cost.contains("| MMPS (1) | 2.00 (2) | 1.00 |") && cost.contains("MiB RSS"), "{cost}");
+}
+
+#[test]
+fn a_scaled_prior_is_the_prior_of_the_rescaled_data() {
+    // Data on [−2, 2] with prior N(μ, diag(v)) are, divided by 2, data with prior N(μ/2, diag(v)/4): the
+    // wrapped denoiser must be that prior's exact denoiser at the same (x, σ).
+    let opts = (Kind::Double, Device::Cpu);
+    let mean = Tensor::from_slice(&[0.5f64, -1.0, 1.5, 0.0]);
+    let var = Tensor::from_slice(&[0.2f64, 1.0, 0.05, 2.0]);
+    let gaussian = |m: &Tensor, v: &Tensor| {
+        GaussianDenoiser::new(m.shallow_clone(), Dplr::new(v.shallow_clone(), None, None).unwrap()).unwrap()
+    };
+    let schedule = VeSchedule::new(1e-3, 1e2).unwrap();
+    let scaled = ScaledDenoiser::new(Box::new(gaussian(&mean, &var)), schedule, 2.0).unwrap();
+    let exact = gaussian(&(&mean / 2.0), &(&var / 4.0));
+    assert!(max_abs(scaled.prior_mean().unwrap(), &(&mean / 2.0)) < 1e-15);
+    assert_eq!((scaled.schedule().a, scaled.schedule().b), (5e-4, 50.0));
+    let x = Tensor::randn([6, 4], opts);
+    for sigma in [0.01, 0.3, 4.0] {
+        let s = Tensor::from_slice(&[sigma]).reshape([0i64; 0]);
+        let d = max_abs(&scaled.denoise(&x, &s), &exact.denoise(&x, &s));
+        assert!(d < 1e-12, "σ = {sigma}: {d}");
+    }
+    assert!(ScaledDenoiser::new(Box::new(exact), schedule, 0.0).is_err());
 }

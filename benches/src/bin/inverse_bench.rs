@@ -56,6 +56,10 @@ struct Args {
     /// Images shown per task grid.
     #[arg(long, default_value_t = 4)]
     grid: usize,
+    /// For a diem checkpoint: the prior's data scale relative to the images' [−1, 1] (2 for diem's CIFAR and
+    /// MRI priors, trained on [−2, 2]).
+    #[arg(long, default_value_t = 1.0)]
+    prior_scale: f64,
     /// Skip the per-method memory measurement (child processes).
     #[arg(long)]
     no_memory: bool,
@@ -91,7 +95,7 @@ fn config_of(args: &Args) -> Result<InverseConfig> {
 
 /// `--single`: the first task, the first method and the smallest T on the first image; prints one JSON line.
 fn single(args: &Args, config: &InverseConfig, device: Device) -> Result<()> {
-    let prior = BenchPrior::load(&args.prior, device)?;
+    let prior = BenchPrior::load_scaled(&args.prior, device, args.prior_scale)?;
     let (x, _) = load_images(&args.images, 1, args.size)?;
     let x = x.to_device(device).to_kind(prior.kind);
     let (task, method) = (config.tasks[0], config.methods[0]);
@@ -123,6 +127,7 @@ fn measure_memory(args: &Args, method: Method, task: Task, steps: usize) -> Resu
         .args(["--prior".as_ref(), args.prior.as_os_str()])
         .args(["--images".as_ref(), args.images.as_os_str()])
         .args(["--size", &args.size.to_string(), "--seed", &args.seed.to_string()])
+        .args(["--prior-scale", &args.prior_scale.to_string()])
         .args(["--tasks", task.name(), "--methods", &method.name(), "--steps", &steps.to_string()])
         .output()
         .context("starting the --single child")?;
@@ -150,7 +155,7 @@ fn main() -> Result<()> {
         return single(&args, &config, device);
     }
     let start = Instant::now();
-    let prior = BenchPrior::load(&args.prior, device)?;
+    let prior = BenchPrior::load_scaled(&args.prior, device, args.prior_scale)?;
     let (images, names) = load_images(&args.images, args.count, args.size)?;
     let images = images.to_device(device);
     let lpips = match &args.lpips {

@@ -79,6 +79,7 @@ pub use memory::{gpu_memory_mib, MemoryReport};
 pub use methods::{sample_batch, Method, RunCost, ScaledDps, VpGdm};
 pub use output::{write_outputs, CellSummary, CostSummary, PAPER_COST, PAPER_TABLE};
 pub use prior::{
-    BenchPrior, PlanSchedule, RespacedSchedule, SamplingPlan, VpEpsDenoiser, VpPriorConfig, VpTable,
+    BenchPrior, PlanSchedule, RespacedSchedule, SamplingPlan, ScaledDenoiser, VpEpsDenoiser, VpPriorConfig,
+    VpTable,
 };
 pub use tasks::{Task, TaskGeometry};

@@ -351,6 +351,70 @@ impl Denoiser for VpEpsDenoiser {
     }
 }
 
+/// A VE denoiser trained on data `s` times the benchmark's `[−1, 1]` scale (diem's CIFAR and MRI priors use
+/// `[−2, 2]`, `s = 2`), seen on the benchmark's scale: `d'(x, σ) = d(s x, s σ)/s`, prior mean `μ/s`, and the
+/// schedule `σ'(t) = σ(t)/s`. With `x' = x/s` a clean image on the benchmark's scale, `x'_t = x' + σ' z`
+/// corresponds to the prior's `s x'_t = x + σ z`, so the wrapped denoiser is the prior's posterior mean.
+pub struct ScaledDenoiser {
+    inner: Box<dyn Denoiser>,
+    schedule: VeSchedule,
+    scale: f64,
+    mean: Option<Tensor>,
+}
+
+/// A diem checkpoint's model as a [`Denoiser`] that owns its variables.
+struct ModelDenoiser(Box<PriorModel>);
+
+impl Denoiser for ModelDenoiser {
+    fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
+        self.0.denoiser.denoise(x_t, sigma)
+    }
+
+    fn prior_mean(&self) -> Option<&Tensor> {
+        self.0.denoiser.prior_mean()
+    }
+}
+
+impl ScaledDenoiser {
+    /// Wraps `inner` (with its `schedule`) for data at `scale` times the benchmark's scale.
+    ///
+    /// # Errors
+    /// [`BenchError::Config`] unless `scale` is finite and positive and the scaled schedule is valid.
+    pub fn new(inner: Box<dyn Denoiser>, schedule: VeSchedule, scale: f64) -> Result<Self> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(BenchError::config("--prior-scale", format!("must be finite and > 0, got {scale}")));
+        }
+        let schedule = VeSchedule::new(schedule.a / scale, schedule.b / scale)
+            .map_err(|e| BenchError::config("--prior-scale", e.to_string()))?;
+        let mean = inner.prior_mean().map(|m| m / scale);
+        Ok(Self { inner, schedule, scale, mean })
+    }
+
+    /// A diem checkpoint's model wrapped for data at `scale` times the benchmark's scale.
+    ///
+    /// # Errors
+    /// As [`ScaledDenoiser::new`].
+    pub fn from_model(model: Box<PriorModel>, scale: f64) -> Result<Self> {
+        let schedule = model.schedule;
+        Self::new(Box::new(ModelDenoiser(model)), schedule, scale)
+    }
+
+    /// The prior's schedule on the benchmark's scale, `σ(t)/s`.
+    pub fn schedule(&self) -> VeSchedule {
+        self.schedule
+    }
+}
+
+impl Denoiser for ScaledDenoiser {
+    fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
+        self.inner.denoise(&(x_t * self.scale), &(sigma * self.scale)) / self.scale
+    }
+
+    fn prior_mean(&self) -> Option<&Tensor> {
+        self.mean.as_ref()
+    }
+}
+
 /// Where the prior comes from.
 pub enum PriorSource {
     /// A diem checkpoint (VE EDM denoiser) with its schedule.
@@ -387,7 +451,20 @@ impl BenchPrior {
     /// # Errors
     /// [`BenchError::Config`] when the folder is neither; loading errors otherwise.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        Self::load_scaled(dir, device, 1.0)
+    }
+
+    /// [`BenchPrior::load`] for a diem checkpoint trained on data `scale` times the benchmark's `[−1, 1]`
+    /// scale (2 for diem's CIFAR and MRI priors, whose pixels span `[−2, 2]`), wrapped in a
+    /// [`ScaledDenoiser`]. A VP prior must have scale 1 (its network clips to `[−1, 1]`).
+    ///
+    /// # Errors
+    /// As [`BenchPrior::load`]; [`BenchError::Config`] for a bad scale or a scale ≠ 1 with a VP prior.
+    pub fn load_scaled(dir: &Path, device: Device, scale: f64) -> Result<Self> {
         if dir.join(VP_CONFIG_FILE).is_file() && dir.join(VP_MODEL_FILE).is_file() {
+            if scale != 1.0 {
+                return Err(BenchError::config("--prior-scale", "a VP prior works on [−1, 1]: use scale 1"));
+            }
             let net = VpEpsDenoiser::load(dir, device)?;
             let kind = net.kind();
             let description =
@@ -396,9 +473,16 @@ impl BenchPrior {
         }
         if dir.join(checkpoint::CONFIG_FILE).is_file() && dir.join(checkpoint::WEIGHTS_FILE).is_file() {
             let (model, _ema) = checkpoint::load(dir, device)?;
-            let description =
+            let mut description =
                 format!("diem checkpoint {} ({} parameters, VE)", dir.display(), model.num_parameters());
-            return Ok(Self { source: PriorSource::Ve(Box::new(model)), kind: Kind::Float, description });
+            if scale == 1.0 {
+                return Ok(Self { source: PriorSource::Ve(Box::new(model)), kind: Kind::Float, description });
+            }
+            description.push_str(&format!(", data scale {scale}"));
+            let scaled = ScaledDenoiser::from_model(Box::new(model), scale)?;
+            let schedule = scaled.schedule();
+            let source = PriorSource::Custom(Box::new(scaled), schedule);
+            return Ok(Self { source, kind: Kind::Float, description });
         }
         Err(BenchError::config(
             "--prior",
