@@ -62,15 +62,7 @@ fn settings(config: &CifarConfig, s: &mut String) {
     let e = &config.em;
     let t = &e.mstep;
     let network = match &e.network {
-        NetworkConfig::Unet(u) => format!(
-            "U-Net, channels {:?}, blocks {:?}, heads {:?}, E = {}, dropout {} ({} parameters)",
-            u.channels,
-            u.blocks,
-            u.heads,
-            u.embedding_features,
-            u.dropout,
-            u.num_parameters()
-        ),
+        NetworkConfig::Unet(u) => u.to_string(),
         other => format!("{other:?}"),
     };
     let lr = match t.lr.schedule {

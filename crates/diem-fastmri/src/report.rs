@@ -44,16 +44,7 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
     );
     let _ = writeln!(s, "| setting | value |\n| --- | --- |");
     let network = match &e.network {
-        NetworkConfig::Unet(u) => format!(
-            "U-Net, space-to-depth {}, channels {:?}, blocks {:?}, heads {:?}, E = {}, dropout {} ({} parameters)",
-            u.patch_size,
-            u.channels,
-            u.blocks,
-            u.heads,
-            u.embedding_features,
-            u.dropout,
-            u.num_parameters()
-        ),
+        NetworkConfig::Unet(u) => u.to_string(),
         other => format!("{other:?}"),
     };
     let _ = writeln!(s, "| network | {network} |");

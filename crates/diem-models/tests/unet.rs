@@ -77,6 +77,18 @@ fn analytic_parameter_count_matches_the_variables() {
     }
 }
 
+#[test]
+fn the_one_line_description_names_the_architecture() {
+    assert_eq!(
+        UNetConfig::cifar().to_string(),
+        "U-Net, channels [128, 256, 384], blocks [5, 5, 5], heads [0, 4, 0], E = 256, dropout 0.1 \
+         (57560451 parameters)"
+    );
+    assert!(UNetConfig::mri()
+        .to_string()
+        .starts_with("U-Net, space-to-depth 4, channels [128, 256, 384, 512]"));
+}
+
 /// The paper's configurations: the counts documented on [`UNetConfig::cifar`] and [`UNetConfig::mri`],
 /// from the variables of the full-size networks built on the CPU (about a second).
 #[test]

@@ -181,3 +181,24 @@ impl UNetConfig {
         total + Conv2d::count(self.channels[0], self.inner_out_channels(), 1)
     }
 }
+
+impl std::fmt::Display for UNetConfig {
+    /// One line for reports: `U-Net, space-to-depth 4, channels [..], blocks [..], heads [..], E = 256,
+    /// dropout 0.1 (N parameters)` (the space-to-depth part only when the patch size exceeds 1).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("U-Net, ")?;
+        if self.patch_size > 1 {
+            write!(f, "space-to-depth {}, ", self.patch_size)?;
+        }
+        write!(
+            f,
+            "channels {:?}, blocks {:?}, heads {:?}, E = {}, dropout {} ({} parameters)",
+            self.channels,
+            self.blocks,
+            self.heads,
+            self.embedding_features,
+            self.dropout,
+            self.num_parameters()
+        )
+    }
+}
