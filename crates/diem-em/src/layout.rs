@@ -14,6 +14,7 @@
 //!     samples.npy            the lap's E-step samples [k·N, ..x_shape] (unfiltered, f32)
 //!     gaussian.safetensors   the current (μ_x, Σ_x) (the lap's PPCA refit, or the initial fit)
 //!     train.jsonl            the M-step's loss curve
+//!     validation.jsonl       with a validation set: the M-step's validation losses (EMA weights)
 //!     ...                    observers' files (plots)
 //! ```
 //!
@@ -36,6 +37,8 @@ pub const INIT_DIR: &str = "init";
 pub const SAMPLES_FILE: &str = "samples.npy";
 /// The M-step loss curve in a lap directory.
 pub const TRAIN_LOG_FILE: &str = "train.jsonl";
+/// The M-step's validation losses in a lap directory (runs with a validation set).
+pub const VALIDATION_FILE: &str = "validation.jsonl";
 
 /// `run/lap-NNN`.
 pub fn lap_dir(run: &Path, lap: usize) -> PathBuf {

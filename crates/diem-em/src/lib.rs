@@ -17,7 +17,9 @@
 //! `metrics.jsonl` holds one line per lap with: `lap`, `loss_mean`, `loss_std`, `loss_last`, `estep_seconds`,
 //! `mstep_seconds`, `lap_seconds`, `samples`, `kept`, `kept_fraction`, `sample_mean`, `sample_std` (of the
 //! kept samples), the observation-space diagnostic `obs_mean_rms`, `obs_std_rms`, `obs_residual_rms`,
-//! `obs_noise_rms`, `obs_sinkhorn` ([`observation_diagnostic`]), plus the observers' fields.
+//! `obs_noise_rms`, `obs_sinkhorn` ([`observation_diagnostic`]); with a validation set
+//! ([`EmRun::with_validation`]) also `val_loss_last`, `val_loss_min` and `validation_seconds`; plus the
+//! observers' fields.
 //!
 //! ```no_run
 //! use diem_em::{EmConfig, EmRun, LapContext, LapObserver};
@@ -65,7 +67,7 @@ pub use error::{EmError, Result};
 pub use estep::{posterior_samples, EStepPlan};
 pub use gaussian::{cov_x_mmps, fit_gaussian, fit_gaussian_with, GaussianPrior};
 pub use io::{read_npy, write_npy, RunState};
-pub use mstep::{filter_samples, m_step};
+pub use mstep::{filter_samples, m_step, m_step_validated, ValidationRecord};
 pub use observer::{LapContext, LapObserver};
 pub use run::{resolve_checkpoint, EmRun, RunSummary};
 pub use seed::{derive_seed, SeedPurpose};

@@ -1,7 +1,7 @@
 //! The M-step (SPEC.md §8): train the denoiser on the (filtered) E-step samples, continuing from the current
 //! weights with a fresh optimizer and a restarted EMA; with an EMA the model ends at the EMA weights.
 
-use diem_models::{Ema, PriorModel, TrainConfig, TrainReport, Trainer};
+use diem_models::{Ema, PriorModel, Schedule, TrainConfig, TrainReport, Trainer};
 use tch::{Kind, Tensor};
 
 use crate::error::{EmError, Result};
@@ -38,22 +38,77 @@ pub fn m_step(
     seed: u64,
     lap: usize,
 ) -> Result<(TrainReport, Option<Ema>)> {
+    let (report, ema, _) = m_step_validated(model, data, None, config, seed, lap)?;
+    Ok((report, ema))
+}
+
+/// One validation loss of an M-step: the training loss (SPEC.md §3.3) of the EMA weights (the live weights
+/// without an EMA) on the lap's validation posterior samples, with noise levels and noise fixed for the lap.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationRecord {
+    /// Optimizer steps done when it was taken.
+    pub step: usize,
+    /// The loss.
+    pub loss: f64,
+}
+
+/// [`m_step`] with a validation loss every `config.log_every` steps and after the last step (SPEC.md §8:
+/// with `log_every` = the steps of one epoch, once per epoch as [ref]).
+///
+/// `validation = (samples [V, ..x_shape], seed)`: the lap's validation posterior samples and the seed of the
+/// loss's fixed noise levels `σ(t)`, `t ~ config.time`, and noise `z` (drawn once, before training, so the
+/// training's random stream is the one [`m_step`] uses). Without validation it is [`m_step`].
+///
+/// # Errors
+/// As [`m_step`]; [`EmError::Models`] when the validation samples do not fit the network.
+pub fn m_step_validated(
+    model: &PriorModel,
+    data: &Tensor,
+    validation: Option<(&Tensor, u64)>,
+    config: &TrainConfig,
+    seed: u64,
+    lap: usize,
+) -> Result<(TrainReport, Option<Ema>, Vec<ValidationRecord>)> {
     if data.size()[0] == 0 {
         return Err(EmError::EmptyTrainingSet { lap, total: 0 });
     }
     // libtorch's generator is process-global: hold the lock for the whole M-step so that concurrent M-steps
     // in one process (several runs on threads) cannot interleave their draws.
     let _rng = TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let fixed = match validation {
+        Some((x, vseed)) if x.size().first().is_some_and(|&v| v > 0) => {
+            tch::manual_seed(torch_seed(vseed));
+            let x = x.to_kind(Kind::Float);
+            let t = config.time.sample(x.size()[0], x.device());
+            let sigma = config.schedule.sigma(&t).to_kind(Kind::Float);
+            let z = x.randn_like();
+            Some((x, sigma, z))
+        }
+        _ => None,
+    };
     tch::manual_seed(torch_seed(seed));
     // The data stay where they are (host memory with `DataStorage::Host`): the trainer moves each batch.
     let data = data.to_kind(Kind::Float);
+    let device = model.vs.device();
     let mut trainer = Trainer::new(&model.vs, config.clone())?;
-    let report = trainer.fit(&model.denoiser, &data)?;
+    let mut records = Vec::new();
+    let report = match &fixed {
+        None => trainer.fit(&model.denoiser, &data)?,
+        Some((x, sigma, z)) => {
+            let every = config.log_every.max(1);
+            trainer.fit_with(&model.denoiser, &data, every, &mut |step, t| {
+                let loss =
+                    t.with_ema_weights(|| model.denoiser.mean_loss(x, sigma, z, config.batch_size, device))?;
+                records.push(ValidationRecord { step, loss });
+                Ok(())
+            })?
+        }
+    };
     let ema = trainer.into_ema();
     if let Some(e) = &ema {
         e.copy_to_model();
     }
-    Ok((report, ema))
+    Ok((report, ema, records))
 }
 
 /// The mean and the standard deviation of the losses of a loss curve.

@@ -20,9 +20,9 @@ use crate::io::{
 };
 use crate::layout::{
     is_run_dir, lap_dir, CONFIG_FILE, GAUSSIAN_FILE, INIT_DIR, METRICS_FILE, SAMPLES_FILE, STATE_FILE,
-    TRAIN_LOG_FILE,
+    TRAIN_LOG_FILE, VALIDATION_FILE,
 };
-use crate::mstep::{filter_samples, loss_summary, m_step};
+use crate::mstep::{filter_samples, loss_summary, m_step_validated, ValidationRecord};
 use crate::observer::{LapContext, LapObserver};
 use crate::seed::{derive_seed, torch_seed, SeedPurpose};
 
@@ -59,6 +59,7 @@ pub struct EmRun {
     gaussian: Option<GaussianPrior>,
     model: Option<PriorModel>,
     samples: Option<Tensor>,
+    validation: Option<Observation>,
     observers: Vec<Box<dyn LapObserver>>,
 }
 
@@ -116,6 +117,7 @@ impl EmRun {
             gaussian: None,
             model: None,
             samples: None,
+            validation: None,
             observers: Vec::new(),
         })
     }
@@ -173,7 +175,42 @@ impl EmRun {
             (None, true) => Some(read_npy(&dir.join(INIT_DIR).join(SAMPLES_FILE), home)?),
             (None, false) => None,
         };
-        Ok(Self { dir, config, observations, device, state, gaussian, model, samples, observers: Vec::new() })
+        Ok(Self {
+            dir,
+            config,
+            observations,
+            device,
+            state,
+            gaussian,
+            model,
+            samples,
+            validation: None,
+            observers: Vec::new(),
+        })
+    }
+
+    /// Attaches held-out observations (CIFAR's test split, fastMRI's validation split): every lap then draws
+    /// one posterior sample per validation observation with the prior that drew the lap's training samples,
+    /// and records the M-step's loss on them with the EMA weights every `mstep.log_every` steps (SPEC.md §8;
+    /// [`crate::mstep::m_step_validated`]), in `lap-NNN/validation.jsonl` and as `val_loss_last` /
+    /// `val_loss_min` in `metrics.jsonl`. The validation set is not stored in the run: pass it again after a
+    /// resume.
+    ///
+    /// # Errors
+    /// [`EmError::Config`] when the validation latents' shape differs from the training observations'.
+    pub fn with_validation(mut self, validation: Observation) -> Result<Self> {
+        let (train, val) = (self.observations.operator.x_shape(), validation.operator.x_shape());
+        if train != val || validation.is_empty() {
+            return Err(EmError::config(
+                "validation",
+                format!(
+                    "needs ≥ 1 observation of latents shaped like the training ones ({train:?}), got {} of {val:?}",
+                    validation.len()
+                ),
+            ));
+        }
+        self.validation = Some(validation.to_device(self.observations.y.device()));
+        Ok(self)
     }
 
     /// Adds an observer (called after every lap, in the order added).
@@ -329,13 +366,38 @@ impl EmRun {
 
     /// E-step under the Gaussian prior (exact `cov_x` MMPS) or the model (configured posterior).
     fn e_step(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Tensor> {
+        let k = self.config.estep.samples_per_observation;
+        self.e_step_on(&self.observations, k, lap, purpose_lap_gaussian, SeedPurpose::EStepChunk)
+    }
+
+    /// The lap's validation posterior samples (one per validation observation), drawn like [`Self::e_step`]'s
+    /// with their own seeds; `None` without a validation set.
+    fn validation_samples(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Option<Tensor>> {
+        match &self.validation {
+            None => Ok(None),
+            Some(v) => {
+                Some(self.e_step_on(v, 1, lap, purpose_lap_gaussian, SeedPurpose::Validation)).transpose()
+            }
+        }
+    }
+
+    /// `k` posterior samples per observation of `obs` (see [`Self::e_step`]), chunk seeds from `purpose`.
+    fn e_step_on(
+        &self,
+        obs: &Observation,
+        k: usize,
+        lap: u64,
+        purpose_lap_gaussian: bool,
+        purpose: SeedPurpose,
+    ) -> Result<Tensor> {
         let e = &self.config.estep;
         let gaussian = self.current_gaussian()?;
         let sampler = e.sampler.build(self.config.schedule())?;
         let x_numel = gaussian.dim();
         let chunk = e.effective_chunk(x_numel);
-        let bar =
-            self.bar(chunk_count(self.observations.len(), e.samples_per_observation, chunk), "E-step chunks");
+        let what =
+            if purpose == SeedPurpose::Validation { "validation E-step chunks" } else { "E-step chunks" };
+        let bar = self.bar(chunk_count(obs.len(), k, chunk), what);
         let gaussian_f32 = GaussianPrior {
             mean: gaussian.mean.to_kind(Kind::Float),
             cov: gaussian.cov.to_kind(Kind::Float),
@@ -343,23 +405,23 @@ impl EmRun {
         };
         let plan = |mmps| EStepPlan {
             mmps,
-            samples_per_observation: e.samples_per_observation,
+            samples_per_observation: k,
             chunk,
             kind: Kind::Float,
             seed: self.config.seed,
-            purpose: SeedPurpose::EStepChunk,
+            purpose,
             lap,
             device: Some(self.device),
         };
         let samples = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
             let mmps = cov_x_mmps(&gaussian_f32, &e.posterior.solver);
-            posterior_samples(&denoiser, &self.observations, sampler.as_ref(), &plan(mmps), Some(&bar))?
+            posterior_samples(&denoiser, obs, sampler.as_ref(), &plan(mmps), Some(&bar))?
         } else {
             let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
             let mmps = e.posterior.to_mmps(&gaussian_f32.cov);
             let prior: &dyn Denoiser = &model.denoiser;
-            posterior_samples(prior, &self.observations, sampler.as_ref(), &plan(mmps), Some(&bar))?
+            posterior_samples(prior, obs, sampler.as_ref(), &plan(mmps), Some(&bar))?
         };
         bar.finish_and_clear();
         Ok(samples)
@@ -376,12 +438,13 @@ impl EmRun {
         self.commit()
     }
 
-    fn m_step(&self, lap: usize, data: &Tensor) -> Result<(TrainReport, Option<Ema>)> {
+    fn m_step(&self, lap: usize, data: &Tensor, validation: Option<&Tensor>) -> Result<MStepOutcome> {
         let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
         let seed = derive_seed(self.config.seed, SeedPurpose::MStep, lap as u64, 0);
+        let vseed = derive_seed(self.config.seed, SeedPurpose::Validation, lap as u64, u64::MAX);
         let mut train = self.config.mstep.clone();
         train.progress = train.progress || self.config.progress;
-        m_step(model, data, &train, seed, lap)
+        m_step_validated(model, data, validation.map(|v| (v, vseed)), &train, seed, lap)
     }
 
     fn run_lap(&mut self, lap: usize) -> Result<()> {
@@ -389,7 +452,8 @@ impl EmRun {
         let dir = lap_dir(&self.dir, lap);
         create_dir(&dir)?;
         let bound = self.config.filter_bound;
-        let (samples, report, ema, estep_s, mstep_s) = match self.config.order {
+        let validation_s;
+        let (samples, (report, ema, validation), estep_s, mstep_s) = match self.config.order {
             LapOrder::TrainThenSample => {
                 let current = self
                     .samples
@@ -399,17 +463,24 @@ impl EmRun {
                 if data.size()[0] == 0 {
                     return Err(EmError::EmptyTrainingSet { lap, total: current.size()[0] });
                 }
+                // The training samples came from the current prior (the Gaussian before lap 0).
                 let t = Instant::now();
-                let (report, ema) = self.m_step(lap, &data)?;
+                let val = self.validation_samples(lap as u64, lap == 0)?;
+                validation_s = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let outcome = self.m_step(lap, &data, val.as_ref())?;
                 let mstep_s = t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let samples = self.e_step(lap as u64, false)?;
-                (samples, report, ema, t.elapsed().as_secs_f64(), mstep_s)
+                (samples, outcome, t.elapsed().as_secs_f64(), mstep_s)
             }
             LapOrder::SampleThenTrain => {
                 let t = Instant::now();
                 let samples = self.e_step(lap as u64, lap == 0)?;
                 let estep_s = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let val = self.validation_samples(lap as u64, lap == 0)?;
+                validation_s = t.elapsed().as_secs_f64();
                 if let Some(r) = self.config.refit {
                     let s = (r.samples as i64).min(samples.size()[0]);
                     let fit =
@@ -424,10 +495,14 @@ impl EmRun {
                     return Err(EmError::EmptyTrainingSet { lap, total: samples.size()[0] });
                 }
                 let t = Instant::now();
-                let (report, ema) = self.m_step(lap, &data)?;
-                (samples, report, ema, estep_s, t.elapsed().as_secs_f64())
+                let outcome = self.m_step(lap, &data, val.as_ref())?;
+                (samples, outcome, estep_s, t.elapsed().as_secs_f64())
             }
         };
+        if self.validation.is_some() {
+            let lines: Vec<Value> = validation.iter().map(|r| json!(r)).collect();
+            write_jsonl(&dir.join(VALIDATION_FILE), &lines)?;
+        }
         let kept = filter_samples(&samples, bound);
         let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
         let gaussian = self
@@ -467,6 +542,12 @@ impl EmRun {
             "obs_noise_rms": finite(diag.noise_rms),
             "obs_sinkhorn": diag.sinkhorn.and_then(finite),
         });
+        if self.validation.is_some() {
+            let losses = validation.iter().map(|r| r.loss);
+            metrics.insert("val_loss_last".into(), json!(validation.last().map(|r| r.loss).and_then(finite)));
+            metrics.insert("val_loss_min".into(), json!(finite(losses.fold(f64::INFINITY, f64::min))));
+            metrics.insert("validation_seconds".into(), json!(validation_s));
+        }
         if let Value::Object(m) = fields {
             metrics.extend(m);
         }
@@ -507,13 +588,14 @@ impl EmRun {
     }
 }
 
+/// What one M-step returns: the loss curve, the EMA and the validation losses.
+type MStepOutcome = (TrainReport, Option<Ema>, Vec<ValidationRecord>);
+
 /// `Some(x)` for a finite number (JSON has no NaN), else `None` (written as `null`).
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-/// Checks that the network's input size matches the observations' latent size (MLP only; the U-Net's
-/// shape is checked by its first forward).
 /// The device that holds the observations and the samples of a run on `device` (SPEC.md §8; see
 /// [`DataStorage`]).
 fn data_device(config: &EmConfig, device: Device) -> Device {
@@ -523,6 +605,9 @@ fn data_device(config: &EmConfig, device: Device) -> Device {
     }
 }
 
+/// Checks that the network fits the observations' latents: the MLP's input size equals the latent size of
+/// flat latents; the U-Net takes `[C_in, H, W]` with H and W multiples of its size multiple. Also checks the
+/// Gaussian rank against the latent size.
 fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
     let n = obs.operator.x_numel();
     if let NetworkConfig::Mlp(m) = &config.network {

@@ -16,6 +16,8 @@ pub enum SeedPurpose {
     Diagnostic,
     /// Free for experiments' observers.
     Observer,
+    /// The validation set of a lap: its E-step chunks and the fixed noise of its loss (SPEC.md §8).
+    Validation,
 }
 
 impl SeedPurpose {
@@ -27,6 +29,7 @@ impl SeedPurpose {
             Self::MStep => 4,
             Self::Diagnostic => 5,
             Self::Observer => 6,
+            Self::Validation => 7,
         }
     }
 }

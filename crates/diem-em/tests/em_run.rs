@@ -202,6 +202,49 @@ fn host_storage_keeps_the_data_in_host_memory_and_gives_the_same_run() {
 }
 
 #[test]
+fn a_validation_set_adds_validation_losses_without_changing_the_training() {
+    let _serial = single_thread();
+    for order in [LapOrder::TrainThenSample, LapOrder::SampleThenTrain] {
+        let plain_dir = tempfile::tempdir().unwrap();
+        let mut plain = EmRun::create(plain_dir.path(), tiny(order, 2), observations(), Device::Cpu).unwrap();
+        let plain_metrics = plain.run().unwrap().metrics;
+        let plain_samples = plain.samples().unwrap().shallow_clone();
+
+        let dir = tempfile::tempdir().unwrap();
+        let held_out = observations().narrow(0, 24);
+        let mut run = EmRun::create(dir.path(), tiny(order, 2), observations(), Device::Cpu)
+            .unwrap()
+            .with_validation(held_out)
+            .unwrap();
+        let metrics = run.run().unwrap().metrics;
+        assert!(run.samples().unwrap().equal(&plain_samples), "{order:?}: validation changed the samples");
+        for lap in 0..2 {
+            assert_eq!(metrics[lap]["loss_mean"], plain_metrics[lap]["loss_mean"], "{order:?} lap {lap}");
+            let lines =
+                diem_em::io::read_jsonl(&layout::lap_dir(dir.path(), lap).join("validation.jsonl")).unwrap();
+            let steps: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+            assert_eq!(steps, vec![8, 16, 24], "{order:?} lap {lap}: every log_every steps and the last");
+            let losses: Vec<f64> = lines.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
+            assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+            assert_eq!(metrics[lap]["val_loss_last"].as_f64(), losses.last().copied());
+            let min = losses.iter().copied().fold(f64::INFINITY, f64::min);
+            assert_eq!(metrics[lap]["val_loss_min"].as_f64(), Some(min));
+        }
+        assert!(plain_metrics[0].get("val_loss_last").is_none());
+    }
+    // Latents of another shape are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let other = {
+        let x = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
+        let op = diem_operators::Identity::new(&[3]).unwrap();
+        Observation::simulate(&x, Box::new(op), NoiseCov::isotropic(1e-2).unwrap(), 0).unwrap()
+    };
+    let run =
+        EmRun::create(dir.path(), tiny(LapOrder::SampleThenTrain, 1), observations(), Device::Cpu).unwrap();
+    assert!(matches!(run.with_validation(other), Err(EmError::Config { .. })));
+}
+
+#[test]
 fn create_rejects_a_unet_that_does_not_fit_the_latent_shape() {
     let _serial = single_thread();
     let unet = |in_channels| {

@@ -131,6 +131,39 @@ impl<Net: NoiseConditionalNet> EdmDenoiser<Net> {
         let weight = sigma.square().reciprocal() + 1.0;
         Ok((per_sample * weight).mean(x.kind()))
     }
+
+    /// The loss of [`EdmDenoiser::loss`] over a whole set, in evaluation mode (dropout off) and without
+    /// gradients, computed in batches of `batch`: the mean over the set's samples as an `f64` (SPEC.md §3.3,
+    /// §8 "validation loss"). `x`, `z: [V, ...]` and `σ: [V]` may live on another device than the network;
+    /// each batch moves to `device`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the shapes do not match or the set is empty.
+    pub fn mean_loss(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        z: &Tensor,
+        batch: i64,
+        device: tch::Device,
+    ) -> Result<f64> {
+        let v = x.size().first().copied().unwrap_or(0);
+        if v < 1 {
+            return Err(Error::shape("mean_loss: x", "[V, ...] with V ≥ 1", &x.size()));
+        }
+        let _guard = tch::no_grad_guard();
+        let batch = batch.max(1);
+        let mut total = 0.0;
+        let mut start = 0;
+        while start < v {
+            let len = batch.min(v - start);
+            let part = |t: &Tensor| t.narrow(0, start, len).to_device(device);
+            let loss = self.loss(&part(x), &part(sigma), &part(z), false)?;
+            total += loss.double_value(&[]) * len as f64;
+            start += len;
+        }
+        Ok(total / v as f64)
+    }
 }
 
 impl<Net: NoiseConditionalNet> Denoiser for EdmDenoiser<Net> {

@@ -102,3 +102,21 @@ fn per_sample_sigma_is_batch_independent() {
     let shared = tch::no_grad(|| d.denoise(&x, &Tensor::from(1.0f32)));
     assert!((shared.get(1) - all.get(1)).abs().max().double_value(&[]) < 1e-6);
 }
+
+/// The batched set loss equals the loss of the whole set at once, whatever the batch size.
+#[test]
+fn mean_loss_is_the_whole_set_loss_in_any_batching() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let d = mlp_denoiser(&vs, 3);
+    let opts = (Kind::Float, Device::Cpu);
+    let x = Tensor::randn([10, 3], opts);
+    let z = Tensor::randn([10, 3], opts);
+    let sigma = Tensor::logspace(-2.0, 1.0, 10, 10.0, opts);
+    let whole = tch::no_grad(|| d.loss(&x, &sigma, &z, false).unwrap().double_value(&[]));
+    for batch in [1, 3, 10, 64] {
+        let m = d.mean_loss(&x, &sigma, &z, batch, Device::Cpu).unwrap();
+        assert!((m - whole).abs() < 1e-5 * whole, "batch {batch}: {m} vs {whole}");
+    }
+    assert!(d.mean_loss(&x.narrow(0, 0, 0), &sigma, &z, 4, Device::Cpu).is_err());
+}

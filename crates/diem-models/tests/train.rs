@@ -9,6 +9,13 @@ use tch::{nn, Device, Kind, Tensor};
 
 const OPTS: (Kind, Device) = (Kind::Float, Device::Cpu);
 
+/// The tests draw from libtorch's process-global generator: one at a time, so that a seeded run is
+/// reproducible while other tests run.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `n` samples of `(1/2) N(μ_1, s² I) + (1/2) N(μ_2, s² I)`.
 fn mixture_samples(centres: &Tensor, s: f64, n: i64) -> Tensor {
     let idx = Tensor::randint(centres.size()[0], [n], (Kind::Int64, Device::Cpu));
@@ -24,6 +31,7 @@ fn small_mlp(vs: &nn::VarStore) -> EdmDenoiser<Mlp> {
 /// the analytic mixture denoiser (measured on the same 16,384 fresh noisy samples).
 #[test]
 fn mlp_learns_a_two_component_mixture() {
+    let _serial = serial();
     tch::manual_seed(42);
     let centres = Tensor::from_slice(&[-1.0f32, 0.5, 1.0, -0.5]).view([2, 2]);
     let s = 0.3;
@@ -59,6 +67,7 @@ fn mlp_learns_a_two_component_mixture() {
 /// norm is the one before clipping.
 #[test]
 fn gradients_are_clipped_to_the_global_norm() {
+    let _serial = serial();
     tch::manual_seed(3);
     let vs = nn::VarStore::new(Device::Cpu);
     let d = small_mlp(&vs);
@@ -84,6 +93,7 @@ fn gradients_are_clipped_to_the_global_norm() {
 
 #[test]
 fn beta_times_have_beta_moments() {
+    let _serial = serial();
     tch::manual_seed(5);
     let t =
         TimeDistribution::Beta { alpha: 3.0, beta: 3.0 }.sample(200_000, Device::Cpu).to_kind(Kind::Double);
@@ -97,6 +107,7 @@ fn beta_times_have_beta_moments() {
 
 #[test]
 fn epochs_need_a_full_batch_and_configs_are_checked() {
+    let _serial = serial();
     let vs = nn::VarStore::new(Device::Cpu);
     let d = small_mlp(&vs);
     let mut trainer =
@@ -106,4 +117,51 @@ fn epochs_need_a_full_batch_and_configs_are_checked() {
     assert!(trainer.fit(&d, &Tensor::randn([10, 2], OPTS)).is_err());
     let bad = TrainConfig { ema_decay: Some(1.5), ..TrainConfig::manifold() };
     assert!(Trainer::new(&vs, bad).unwrap_err().to_string().contains("ema_decay"));
+}
+
+/// `fit_with` calls its hook every `every` steps and after the last one; inside the hook the model holds the
+/// EMA weights under `with_ema_weights` and the live ones again afterwards, and the hook does not change the
+/// training (same losses as `fit` with the same seed).
+#[test]
+fn fit_with_calls_the_hook_and_evaluates_with_the_ema_weights() {
+    let _serial = serial();
+    let centres = Tensor::from_slice(&[-1.0f32, 0.5, 1.0, -0.5]).view([2, 2]);
+    let config = TrainConfig {
+        steps: 25,
+        batch_size: 32,
+        ema_decay: Some(0.9),
+        log_every: 5,
+        ..TrainConfig::manifold()
+    };
+    let train = |hooked: bool| {
+        tch::manual_seed(7);
+        let data = mixture_samples(&centres, 0.3, 256);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let d = small_mlp(&vs);
+        let mut trainer = Trainer::new(&vs, config.clone()).unwrap();
+        let probe = Tensor::randn([8, 2], OPTS);
+        let sigma = Tensor::full([8], 0.5, OPTS);
+        let mut calls = Vec::new();
+        let report = if hooked {
+            trainer
+                .fit_with(&d, &data, 10, &mut |step, t| {
+                    let live = tch::no_grad(|| d.denoise(&probe, &sigma));
+                    let ema = t.with_ema_weights(|| tch::no_grad(|| d.denoise(&probe, &sigma)));
+                    let after = tch::no_grad(|| d.denoise(&probe, &sigma));
+                    assert!(live.equal(&after), "step {step}: the live weights were not restored");
+                    assert!(!live.equal(&ema), "step {step}: the EMA weights were not used");
+                    calls.push(step);
+                    Ok(())
+                })
+                .unwrap()
+        } else {
+            trainer.fit(&d, &data).unwrap()
+        };
+        (report.records.iter().map(|r| r.loss).collect::<Vec<_>>(), calls)
+    };
+    let (plain, none) = train(false);
+    let (hooked, calls) = train(true);
+    assert!(none.is_empty());
+    assert_eq!(calls, vec![10, 20, 25]);
+    assert_eq!(plain, hooked, "the hook changed the training");
 }

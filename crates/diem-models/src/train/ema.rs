@@ -79,6 +79,20 @@ impl Ema {
         Ok(())
     }
 
+    /// Exchanges the averaged weights and the live variables (its own inverse): after one call the model
+    /// holds the EMA weights and the EMA the live ones; a second call restores both. Used to evaluate the EMA
+    /// model in the middle of training without losing the live weights or the average.
+    pub fn swap_with_model(&self) {
+        let _guard = tch::no_grad_guard();
+        for (_, var, avg) in &self.entries {
+            let live = var.copy();
+            let mut v = var.shallow_clone();
+            v.copy_(avg);
+            let mut a = avg.shallow_clone();
+            a.copy_(&live);
+        }
+    }
+
     /// Copies the averaged weights into the live variables (to sample with, or to start the next lap from).
     pub fn copy_to_model(&self) {
         let _guard = tch::no_grad_guard();
@@ -93,6 +107,20 @@ impl Ema {
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    #[test]
+    fn swap_with_model_is_its_own_inverse() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut w = vs.root().zeros("w", &[3]);
+        let ema = Ema::new(&vs, 0.5).unwrap();
+        tch::no_grad(|| w.copy_(&Tensor::from_slice(&[1.0f32, 2.0, 3.0])));
+        ema.swap_with_model();
+        assert!(w.equal(&Tensor::zeros([3], (Kind::Float, Device::Cpu))), "the model holds the average");
+        ema.swap_with_model();
+        assert!(w.equal(&Tensor::from_slice(&[1.0f32, 2.0, 3.0])), "the live weights are back");
+        ema.copy_to_model();
+        assert!(w.equal(&Tensor::zeros([3], (Kind::Float, Device::Cpu))), "the average survived both swaps");
+    }
 
     #[test]
     fn update_is_the_convex_recursion() {

@@ -307,6 +307,20 @@ impl Trainer {
         self.ema
     }
 
+    /// Runs `f` with the EMA weights in the model (the live weights when there is no EMA), then restores the
+    /// live weights: how a validation loss "with the EMA weights" is taken in the middle of a lap (SPEC.md §8).
+    pub fn with_ema_weights<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.ema {
+            Some(ema) => {
+                ema.swap_with_model();
+                let r = f();
+                ema.swap_with_model();
+                r
+            }
+            None => f(),
+        }
+    }
+
     /// The learning rate of the next step (SPEC.md §8).
     pub fn current_lr(&self) -> f64 {
         self.config.lr.at(self.step, self.config.steps)
@@ -406,6 +420,22 @@ impl Trainer {
         denoiser: &EdmDenoiser<Net>,
         data: &Tensor,
     ) -> Result<TrainReport> {
+        self.fit_with(denoiser, data, 0, &mut |_, _| Ok(()))
+    }
+
+    /// [`Trainer::fit`] with a hook called after every `every` steps and after the last one (never when
+    /// `every` is 0), with the number of steps done and the trainer (e.g. for a validation loss through
+    /// [`Trainer::with_ema_weights`] and [`EdmDenoiser::mean_loss`]). An error from the hook stops training.
+    ///
+    /// # Errors
+    /// As [`Trainer::fit`], and the hook's errors.
+    pub fn fit_with<Net: NoiseConditionalNet>(
+        &mut self,
+        denoiser: &EdmDenoiser<Net>,
+        data: &Tensor,
+        every: usize,
+        hook: &mut dyn FnMut(usize, &Trainer) -> Result<()>,
+    ) -> Result<TrainReport> {
         let size = data.size();
         if size.is_empty() || size[0] < 1 {
             return Err(Error::shape("training data", "[S, ...] with S ≥ 1", &size));
@@ -453,6 +483,9 @@ impl Trainer {
                 }
             }
             bar.inc(1);
+            if every > 0 && ((s + 1) % every == 0 || s + 1 == total) {
+                hook(s + 1, self)?;
+            }
         }
         bar.finish_and_clear();
         Ok(report)
