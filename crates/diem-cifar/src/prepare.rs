@@ -8,8 +8,10 @@
 //!
 //! [`prepare`] writes, into an output folder: `observations-rho0.75.npz` (one per ρ, through
 //! [`Observation::save`]: `y`, the `mask` `[N, 1, 32, 32]`, `noise_std`, `operator = "mask"`), the training
-//! images as `train-images-uint8.npy` (`uint8 [N, 3, 32, 32]`, the FID reference set) and `prepare.json`
-//! ([`PrepareSummary`]: counts, seeds, deleted fractions). Every file is written atomically.
+//! images as `train-images-uint8.npy` (`uint8 [N, 3, 32, 32]`, the FID reference set), the test split
+//! observed the same way with its own seed as `observations-test-rho0.75.npz` (the validation set of SPEC.md
+//! §8) and `prepare.json` ([`PrepareSummary`]: counts, seeds, deleted fractions). Every file is written
+//! atomically.
 //!
 //! Images are processed in chunks; chunk `c` of rate ρ draws its mask from seed
 //! `mix(seed, 1, round(ρ·10⁶), c)` and its noise from `mix(seed, 2, round(ρ·10⁶), c)` (SplitMix64), so the
@@ -44,6 +46,16 @@ pub fn x_shape() -> [i64; 3] {
 /// The observation file name for rate `rho`: `observations-rho0.75.npz`.
 pub fn observation_file_name(rho: f64) -> String {
     format!("observations-rho{rho:.2}.npz")
+}
+
+/// The test split's observation file name for rate `rho`: `observations-test-rho0.75.npz`.
+pub fn test_observation_file_name(rho: f64) -> String {
+    format!("observations-test-rho{rho:.2}.npz")
+}
+
+/// The seed of the test split's masks and noise, distinct from the training split's `seed`.
+fn test_seed(seed: u64) -> u64 {
+    mix([seed, 0x7e57, 0, 0])
 }
 
 /// What [`prepare`] does.
@@ -110,6 +122,13 @@ pub struct PreparedSet {
     pub count: usize,
     /// The fraction of deleted pixels actually drawn (≈ ρ).
     pub deleted_fraction: f64,
+    /// The test split's observations at the same rate (the validation set of SPEC.md §8), when the source
+    /// has a test split: their file name.
+    #[serde(default)]
+    pub test_file: Option<String>,
+    /// The number of test observations.
+    #[serde(default)]
+    pub test_count: usize,
 }
 
 /// `prepare.json`: what a prepared folder holds.
@@ -306,7 +325,16 @@ pub fn prepare(data: &CifarData, source: &str, out: &Path, config: &PrepareConfi
         let deleted_fraction = 1.0 - kept.mean(Kind::Double).double_value(&[]);
         let file = observation_file_name(rho);
         obs.save(out.join(&file))?;
-        summary.sets.push(PreparedSet { rho, file, count: used, deleted_fraction });
+        let (test_file, test_count) = if data.test.is_empty() {
+            (None, 0)
+        } else {
+            let test = crate::format::to_unit(&data.test.images_u8());
+            let obs = observe(&test, rho, test_seed(config.seed), config.noise_std, config.chunk, None)?;
+            let name = test_observation_file_name(rho);
+            obs.save(out.join(&name))?;
+            (Some(name), data.test.len())
+        };
+        summary.sets.push(PreparedSet { rho, file, count: used, deleted_fraction, test_file, test_count });
     }
     progress.finish_and_clear();
     summary.sets.sort_by(|a, b| a.rho.total_cmp(&b.rho));
@@ -327,6 +355,8 @@ pub struct PreparedData {
     pub summary: PrepareSummary,
     /// The loaded set's entry.
     pub set: PreparedSet,
+    /// The test split's observations at the same rate (the validation set), when prepared.
+    pub validation: Option<Observation>,
 }
 
 /// Loads the set of rate `rho` from the prepared folder `dir`, keeping the first `limit` observations (and
@@ -361,5 +391,9 @@ pub fn load_prepared(dir: &Path, rho: f64, device: Device, limit: Option<i64>) -
         observations = observations.narrow(0, l);
         images = images.narrow(0, 0, l);
     }
-    Ok(PreparedData { observations, images, summary, set })
+    let validation = match &set.test_file {
+        Some(f) if dir.join(f).is_file() => Some(Observation::load(dir.join(f), device)?),
+        _ => None,
+    };
+    Ok(PreparedData { observations, images, summary, set, validation })
 }

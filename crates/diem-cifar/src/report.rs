@@ -155,9 +155,9 @@ pub fn report_markdown(config: &CifarConfig, lines: &[Value], inception: Option<
     settings(config, &mut s);
     let _ = writeln!(
         s,
-        "| lap | loss (mean ± std) | E-step s | M-step s | eval s | lap s | residual rms | FID ↓ | IS ↑ |"
+        "| lap | loss (mean ± std) | validation loss (last / min) | E-step s | M-step s | eval s | lap s | residual rms | FID ↓ | IS ↑ |"
     );
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for l in lines {
         let lap = l.get("lap").and_then(Value::as_u64).unwrap_or(0);
         let loss = match (num(l, "loss_mean"), num(l, "loss_std")) {
@@ -170,9 +170,13 @@ pub fn report_markdown(config: &CifarConfig, lines: &[Value], inception: Option<
             (Some(m), None) => format!("{m:.2}"),
             _ => "–".into(),
         };
+        let val = match (num(l, "val_loss_last"), num(l, "val_loss_min")) {
+            (Some(last), Some(min)) => format!("{last:.4} / {min:.4}"),
+            _ => "–".into(),
+        };
         let _ = writeln!(
             s,
-            "| {lap} | {loss} | {} | {} | {} | {} | {} | {} | {is} |",
+            "| {lap} | {loss} | {val} | {} | {} | {} | {} | {} | {} | {is} |",
             fmt(num(l, "estep_seconds"), 1),
             fmt(num(l, "mstep_seconds"), 1),
             fmt(num(l, "eval_seconds"), 1),

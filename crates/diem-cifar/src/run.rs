@@ -159,6 +159,12 @@ pub fn run_experiment(config: &CifarConfig, out: &Path, options: &RunOptions) ->
         diem_em::io::write_atomic(&out.join(CIFAR_CONFIG_FILE), &text)?;
         run
     };
+    // The test split's observations are the validation set (SPEC.md §8); with `--images` (a subset of the
+    // training set) they shrink in proportion, 10,000 : 50,000 as in the full data set.
+    if let Some(v) = loaded.validation {
+        let keep = config.images.map_or(v.len(), |n| ((n / 5).max(1) as i64).min(v.len()));
+        run = run.with_validation(v.narrow(0, keep))?;
+    }
     let fid = match &options.inception {
         Some(path) => Some(FidEvaluator::new(path, options.device, &loaded.images, config.eval.batch, out)?),
         None => None,

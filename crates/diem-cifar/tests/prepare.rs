@@ -100,10 +100,22 @@ fn prepare_writes_loadable_files_and_merges_rates() {
         let deleted = 1.0 - mask_of(&obs).mean(Kind::Double).double_value(&[]);
         assert!((deleted - set.deleted_fraction).abs() < 1e-9);
         assert!((deleted - set.rho).abs() < 0.01);
+        // The test split is observed at the same rate with other masks and noise: the validation set.
+        assert_eq!(set.test_count, 4);
+        let test = Observation::load(out.join(set.test_file.as_ref().unwrap()), Device::Cpu).unwrap();
+        assert_eq!(test.len(), 4);
+        let kept = mask_of(&test);
+        let y = test.y.to_kind(Kind::Double);
+        let x = data.test.images().to_kind(Kind::Double);
+        let resid = ((&y - &x * &kept) * &kept).square().mean(Kind::Double).double_value(&[]).sqrt();
+        assert!(resid < 2.0 * NOISE_STD, "kept test pixels hold the image: residual {resid}");
+        let same = observe(&data.test.images(), set.rho, 0, NOISE_STD, 64, None).unwrap();
+        assert!(!bool::try_from(same.y.eq_tensor(&test.y).all()).unwrap(), "the test seed must differ");
     }
 
     let loaded = load_prepared(&out, 0.75, Device::Cpu, Some(17)).unwrap();
     assert_eq!(loaded.observations.len(), 17);
+    assert_eq!(loaded.validation.as_ref().map(Observation::len), Some(4));
     assert_eq!(loaded.images.size(), vec![17, 3, 32, 32]);
     let err = load_prepared(&out, 0.25, Device::Cpu, None).unwrap_err().to_string();
     assert!(err.contains("0.25") && err.contains("prepare"), "{err}");

@@ -56,6 +56,9 @@ fn micro_run_writes_checkpoints_grids_metrics_and_report() {
     assert_eq!(line.get("lap").and_then(Value::as_u64), Some(0));
     finite(line, "loss_mean");
     finite(line, "eval_seconds");
+    // The test split is the validation set: its loss is recorded during the M-step.
+    assert!(finite(line, "val_loss_last") > 0.0);
+    assert!(out.join("lap-000/validation.jsonl").is_file());
     // The observation residual of posterior samples is at the noise level 1e-3 (kept pixels match y).
     assert!(finite(line, "obs_residual_rms") < 0.01);
     if inception.is_some() {

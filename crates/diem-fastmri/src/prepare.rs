@@ -394,6 +394,8 @@ pub struct PreparedData {
     pub heldout: Tensor,
     /// Whether [`PreparedData::heldout`] comes from the training split (no validation split).
     pub heldout_from_train: bool,
+    /// The validation observations (the validation E-step and loss of SPEC.md §8), when there is a split.
+    pub validation: Option<Observation>,
 }
 
 impl PreparedData {
@@ -410,12 +412,15 @@ impl PreparedData {
         } else {
             (diem_em::read_npy(&dir.join(images_file(Split::Train)), device)?, true)
         };
+        let val_obs = dir.join(observations_file(Split::Val));
+        let validation = if val_obs.is_file() { Some(Observation::load(val_obs, device)?) } else { None };
         Ok(Self {
             dir: dir.into(),
             summary,
             train,
             heldout: heldout.to_kind(Kind::Float),
             heldout_from_train: from_train,
+            validation,
         })
     }
 }

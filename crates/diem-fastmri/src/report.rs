@@ -112,8 +112,10 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
         s.push('\n');
     }
     let tags: Vec<(f64, String)> = config.figures.accelerations.iter().map(|&r| (r, r_tag(r))).collect();
-    let mut header = "| lap | loss (mean ± std) | E-step s | M-step s | lap s |".to_string();
-    let mut rule = "| --- | --- | --- | --- | --- |".to_string();
+    let mut header =
+        "| lap | loss (mean ± std) | validation loss (last / min) | E-step s | M-step s | lap s |"
+            .to_string();
+    let mut rule = "| --- | --- | --- | --- | --- | --- |".to_string();
     for (r, _) in &tags {
         let _ = write!(header, " R={r}: PSNR / SSIM (zero-filled) |");
         rule.push_str(" --- |");
@@ -125,9 +127,13 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
             (Some(m), Some(sd)) => format!("{m:.4} ± {sd:.4}"),
             (m, _) => fmt(m, 4),
         };
+        let val = match (num(l, "val_loss_last"), num(l, "val_loss_min")) {
+            (Some(last), Some(min)) => format!("{last:.4} / {min:.4}"),
+            _ => "–".into(),
+        };
         let _ = write!(
             s,
-            "| {lap} | {loss} | {} | {} | {} |",
+            "| {lap} | {loss} | {val} | {} | {} | {} |",
             fmt(num(l, "estep_seconds"), 1),
             fmt(num(l, "mstep_seconds"), 1),
             fmt(num(l, "lap_seconds"), 1)

@@ -22,6 +22,7 @@ fn micro_reproduce_writes_figures_checkpoints_metrics_and_report() {
         "lap-000/weights.safetensors",
         "lap-000/ema.safetensors",
         "lap-000/samples.npy",
+        "lap-000/validation.jsonl",
     ] {
         assert!(out.join(file).is_file(), "{file} is missing");
     }
@@ -29,7 +30,9 @@ fn micro_reproduce_writes_figures_checkpoints_metrics_and_report() {
     let line = &summary.metrics[0];
     // 8 training pairs × 2 samples, batch 8, 2 epochs.
     assert_eq!(line["samples"], Value::from(16));
-    for key in ["loss_mean", "psnr_r4", "ssim_r4", "psnr_zf_r8", "ssim_zf_r8", "estep_seconds"] {
+    for key in
+        ["loss_mean", "val_loss_last", "psnr_r4", "ssim_r4", "psnr_zf_r8", "ssim_zf_r8", "estep_seconds"]
+    {
         let v = line.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
         assert!(v.is_finite(), "{key} = {v}");
     }
@@ -38,6 +41,7 @@ fn micro_reproduce_writes_figures_checkpoints_metrics_and_report() {
         report.contains("preset `micro`")
             && report.contains("PSNR")
             && report.contains("lap-000/posterior.png")
+            && report.contains("validation loss")
     );
     let samples = diem_em::read_npy(&out.join("lap-000/samples.npy"), tch::Device::Cpu).unwrap();
     assert_eq!(samples.size(), [16, 1, 16, 16]);
