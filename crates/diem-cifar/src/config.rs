@@ -232,6 +232,7 @@ impl CifarConfig {
             steps: 16,
             solver: SolverSpec { method: SolverMethod::Cg, iterations: 32, rtol: Some(1e-3) },
             max_pairs: None,
+            stride: 1,
             chunk_size: 160,
         };
         em.refit = Some(RefitConfig { rank: 8, samples: images });

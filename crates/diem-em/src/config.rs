@@ -177,6 +177,9 @@ pub struct GaussianEmConfig {
     /// Use only the first this many pairs (CIFAR: 16,384); `None` = all.
     #[serde(default)]
     pub max_pairs: Option<usize>,
+    /// Of those, take every `stride`-th pair (MRI: every 4th of the first 16,384, SPEC.md §9c); default 1.
+    #[serde(default = "one")]
+    pub stride: usize,
     /// Pairs per E-step chunk.
     pub chunk_size: usize,
 }
@@ -191,8 +194,16 @@ impl GaussianEmConfig {
             steps: 256,
             solver: SolverSpec { method: SolverMethod::Cg, iterations: 10 * n.max(1), rtol: Some(1e-3) },
             max_pairs: None,
+            stride: 1,
             chunk_size: 256,
         }
+    }
+
+    /// The indices of the pairs the fit uses among `n` observations: every `stride`-th of the first
+    /// `max_pairs` (all when unset).
+    pub fn pair_indices(&self, n: i64) -> Vec<i64> {
+        let window = self.max_pairs.map_or(n, |m| (m as i64).min(n));
+        (0..window).step_by(self.stride.max(1)).collect()
     }
 
     /// Checks every field.
@@ -208,6 +219,9 @@ impl GaussianEmConfig {
         }
         if self.chunk_size == 0 {
             return Err(EmError::config(format!("{field}.chunk_size"), "must be ≥ 1"));
+        }
+        if self.stride == 0 {
+            return Err(EmError::config(format!("{field}.stride"), "must be ≥ 1"));
         }
         if self.max_pairs == Some(0) {
             return Err(EmError::config(format!("{field}.max_pairs"), "must be ≥ 1 (or null for all)"));
@@ -453,6 +467,11 @@ impl EmConfig {
     pub fn schedule(&self) -> VeSchedule {
         self.mstep.schedule
     }
+}
+
+/// serde's default for [`GaussianEmConfig::stride`].
+fn one() -> usize {
+    1
 }
 
 /// Re-labels a models-crate configuration error with the section's name.

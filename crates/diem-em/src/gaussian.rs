@@ -162,10 +162,10 @@ pub fn fit_gaussian_with(
 ) -> Result<GaussianPrior> {
     config.validate("gaussian")?;
     let n_obs = obs.len();
-    let used = config.max_pairs.map_or(n_obs, |m| (m as i64).min(n_obs));
+    let pairs = config.pair_indices(n_obs);
     let subset;
-    let data = if used < n_obs {
-        subset = obs.narrow(0, used);
+    let data = if (pairs.len() as i64) < n_obs {
+        subset = obs.select(&pairs);
         &subset
     } else {
         obs

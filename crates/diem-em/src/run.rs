@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{DataStorage, EmConfig, LapOrder};
+use crate::config::{DataStorage, EmConfig, GaussianEmConfig, LapOrder};
 use crate::diagnostics::{observation_diagnostic, sample_stats};
 use crate::error::{EmError, Result};
 use crate::estep::{chunk_count, posterior_samples, EStepPlan};
@@ -320,16 +320,18 @@ impl EmRun {
 
     fn fit_initial_gaussian(&mut self) -> Result<()> {
         let g = &self.config.gaussian;
-        let used = g.max_pairs.map_or(self.observations.len(), |m| (m as i64).min(self.observations.len()));
-        let chunks = chunk_count(used, 1, g.chunk_size as i64) * g.iterations as u64;
+        let indices = g.pair_indices(self.observations.len());
+        let chunks = chunk_count(indices.len() as i64, 1, g.chunk_size as i64) * g.iterations as u64;
         let bar = self.bar(chunks, "Gaussian EM chunks");
-        // Only the pairs the fit uses go to the device (all of them when the data already live there).
-        let moved;
-        let pairs = if self.observations.y.device() == self.device {
-            &self.observations
+        // Only the pairs the fit uses go to the device (all of them when the data already live there); the
+        // moved subset is then taken whole.
+        let (moved, all_of_it);
+        let (pairs, g) = if self.observations.y.device() == self.device {
+            (&self.observations, g)
         } else {
-            moved = self.observations.narrow(0, used).to_device(self.device);
-            &moved
+            moved = self.observations.select(&indices).to_device(self.device);
+            all_of_it = GaussianEmConfig { max_pairs: None, stride: 1, ..g.clone() };
+            (&moved, &all_of_it)
         };
         let prior = fit_gaussian_with(
             pairs,

@@ -36,3 +36,24 @@ fn unknown_keys_and_bad_values_name_file_and_field() {
     let msg = EmConfig::from_file(&path).unwrap_err().to_string();
     assert!(msg.contains("cfg.json") && msg.contains("mstep.batch_size"), "{msg}");
 }
+
+#[test]
+fn gaussian_pairs_are_every_stride_th_of_the_window() {
+    let mut g = diem_em::GaussianEmConfig::spec(4, 8);
+    assert_eq!(g.stride, 1);
+    assert_eq!(g.pair_indices(5), vec![0, 1, 2, 3, 4]);
+    g.max_pairs = Some(16);
+    g.stride = 4;
+    assert_eq!(g.pair_indices(100), vec![0, 4, 8, 12]);
+    assert_eq!(g.pair_indices(10), vec![0, 4, 8], "the window is cut to the data");
+    // The MRI preset's choice (SPEC.md §9c): every 4th of the first 16,384 pairs is 4,096 pairs.
+    g.max_pairs = Some(16_384);
+    assert_eq!(g.pair_indices(30_000).len(), 4096);
+    // Older configs without the field read as stride 1; a zero stride is refused.
+    let mut json = serde_json::to_value(diem_em::GaussianEmConfig::spec(4, 8)).unwrap();
+    json.as_object_mut().unwrap().remove("stride");
+    let back: diem_em::GaussianEmConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back.stride, 1);
+    g.stride = 0;
+    assert!(g.validate("gaussian").is_err());
+}

@@ -39,6 +39,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
             steps: 8,
             solver: SolverSpec::cg(2),
             max_pairs: None,
+            stride: 1,
             chunk_size: 64,
         },
         estep: EStepConfig {

@@ -23,6 +23,7 @@ fn config(rank: usize, n: usize, iterations: usize, steps: usize) -> GaussianEmC
         steps,
         solver: SolverSpec { rtol: Some(1e-8), ..GaussianEmConfig::spec(rank, n).solver },
         max_pairs: None,
+        stride: 1,
         chunk_size: 128,
     }
 }

@@ -77,7 +77,9 @@ impl FastMriConfig {
                 iterations: 16,
                 steps: 256,
                 solver: SolverSpec::cg(5),
-                max_pairs: Some(4096),
+                // Every 4th of the first 16,384 pairs: 4,096 pairs (SPEC.md §9c).
+                max_pairs: Some(16_384),
+                stride: 4,
                 chunk_size: 256,
             },
             estep: EStepConfig {
@@ -137,6 +139,7 @@ impl FastMriConfig {
             steps: 16,
             solver: SolverSpec::cg(5),
             max_pairs: Some(64),
+            stride: 1,
             chunk_size: 256,
         };
         c.em.estep.sampler = SamplerSpec::Ddpm { steps: 16 };

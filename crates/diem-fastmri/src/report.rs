@@ -89,13 +89,18 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
     let g = &e.gaussian;
     let _ = writeln!(
         s,
-        "| Gaussian init | rank {}, {} EM iterations, DDIM {}, {} {} iterations, first {} pairs |",
+        "| Gaussian init | rank {}, {} EM iterations, DDIM {}, {} {} iterations, {} |",
         g.rank,
         g.iterations,
         g.steps,
         method(g.solver.method),
         g.solver.iterations,
-        g.max_pairs.map_or("all".into(), |m| m.to_string())
+        match (g.max_pairs, g.stride) {
+            (None, 1) => "all pairs".to_string(),
+            (None, k) => format!("every {k}th pair"),
+            (Some(m), 1) => format!("the first {m} pairs"),
+            (Some(m), k) => format!("every {k}th of the first {m} pairs"),
+        }
     );
     let _ = writeln!(s, "| laps | {} (seed {}) |\n", e.laps, e.seed);
     let _ = writeln!(

@@ -185,11 +185,6 @@ pub fn reproduce(
         ),
         None => "No validation observations: no validation loss.".into(),
     });
-    notes.push(
-        "Not reproduced from [ref]: the Gaussian init's stride (every 4th of the first 16,384 pairs): \
-         `gaussian.max_pairs` takes the first pairs."
-            .into(),
-    );
     let mut run = if resuming {
         EmRun::resume(out, prepared.train.clone(), options.device)?
     } else {
