@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod experiments;
+mod gpu;
 mod manifold;
 mod pipelines;
 mod summary;
@@ -72,6 +73,8 @@ enum Cmd {
     ReproduceFastmri(pipelines::Forwarded),
     /// The four-task posterior benchmark (SPEC.md §9d): `--prior DIR --images DIR`, Table 4 and cost table.
     PosteriorBench(pipelines::Forwarded),
+    /// Build and pack the CUDA test binaries, pipelines and benches for a GPU machine without cargo (.device/).
+    GpuPack(gpu::PackArgs),
 }
 
 /// The targets of `cargo xtask bench`.
@@ -137,6 +140,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::PrepareFastmri(args) => pipelines::run(&root, pipelines::PREPARE_FASTMRI, &args),
         Cmd::ReproduceFastmri(args) => pipelines::run(&root, pipelines::REPRODUCE_FASTMRI, &args),
         Cmd::PosteriorBench(args) => pipelines::run(&root, pipelines::POSTERIOR_BENCH, &args),
+        Cmd::GpuPack(args) => gpu::pack(&root, &args),
     }
 }
 
