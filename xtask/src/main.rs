@@ -34,9 +34,9 @@ enum Cmd {
     Setup,
     /// Print the `export` lines that let plain `cargo build/test/run` use the project's libtorch.
     Env,
-    /// Setup, then `cargo fmt --check`, clippy with warnings denied, and `cargo test --workspace`.
+    /// Setup, then `cargo fmt --check`, clippy and rustdoc with warnings denied, and `cargo test --workspace`.
     Test {
-        /// Skip the formatting and clippy checks (run the tests only).
+        /// Skip the formatting, clippy and rustdoc checks (run the tests only).
         #[arg(long)]
         no_lint: bool,
         /// Extra arguments passed to `cargo test` (after `--`).
@@ -186,6 +186,10 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<ExitCode> {
             "cargo clippy",
             cargo(root, &env, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?,
         )?;
+        // Broken intra-doc links and HTML in doc comments are errors too: the docs are part of the API.
+        let mut doc = cargo(root, &env, &["doc", "--workspace", "--no-deps"])?;
+        doc.env("RUSTDOCFLAGS", "-D warnings");
+        step("cargo doc", doc)?;
     }
     let mut args: Vec<String> = ["test", "--workspace", "--no-fail-fast"].map(String::from).to_vec();
     args.extend(extra.iter().cloned());

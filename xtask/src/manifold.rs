@@ -23,7 +23,7 @@ pub struct ReproduceArgs {
     /// to rtol 1e-3.
     #[arg(long = "ref", alias = "reference", id = "reference")]
     pub reference: bool,
-    /// Output directory (default runs/manifold-<preset>). An existing run there is resumed.
+    /// Output directory (default `runs/manifold-<preset>`). An existing run there is resumed.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Start over: delete an existing run in the output directory first.

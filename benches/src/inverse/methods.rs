@@ -1,17 +1,17 @@
-//! The posterior samplers of Table 4 with [bench]'s hyperparameters (SPEC.md §9d), on the η = 1 sampler of
+//! The posterior samplers of Table 4 with \[bench\]'s hyperparameters (SPEC.md §9d), on the η = 1 sampler of
 //! the prior's [`SamplingPlan`], and their per-step costs (SPEC.md §5.8, §11.3).
 //!
 //! | method | implementation | F / B per step |
 //! | --- | --- | --- |
 //! | `mmpsN` | [`Mmps`] with the Tweedie covariance, GMRES N iterations, as a denoiser under DDPM | 1 / N + 1 |
 //! | `dps` | [`ScaledDps`]: [`Dps::guidance`] with ζ = 0.5 after the DDPM step | 1 / 1 |
-//! | `pgdm` | VE prior: [`Pgdm`] (GMRES 5) under DDPM; VP prior: [`VpGdm`], [bench]'s `√(ᾱ_s ᾱ_t)` weight | 1 / 1 |
+//! | `pgdm` | VE prior: [`Pgdm`] (GMRES 5) under DDPM; VP prior: [`VpGdm`], \[bench\]'s `√(ᾱ_s ᾱ_t)` weight | 1 / 1 |
 //! | `tmpd` | [`Tmpd`] (row sums, GMRES 5) under DDPM | 1 / 2 |
 //! | `diffpir` | [`DiffPir`] (λ = 8, GMRES 5) under DDPM | 1 / 0 |
 //!
-//! Mean-correcting methods (MMPS, TMPD, DiffPIR) put `x̂ + Δ` into the DDPM update, which is [bench]'s
+//! Mean-correcting methods (MMPS, TMPD, DiffPIR) put `x̂ + Δ` into the DDPM update, which is \[bench\]'s
 //! `x_s' + c_t Δ` in VE units (see [`prior`](super::prior)). DPS and GDM add their step after the update; in VE
-//! units [bench]'s VP increments become `ζ √((1 + σ_t²)(1 + σ_s²)) Jᵀ Aᵀ r/||r||` (DPS) and
+//! units \[bench\]'s VP increments become `ζ √((1 + σ_t²)(1 + σ_s²)) Jᵀ Aᵀ r/||r||` (DPS) and
 //! `σ_t²/(1 + σ_t²) Jᵀ Aᵀ v` (GDM), with `J` the Jacobian in VE units. With a VE prior, DPS is diem's [`Dps`]
 //! (weight 1) and GDM its VE analogue [`Pgdm`] (SPEC.md §5.4).
 
@@ -146,7 +146,7 @@ impl RunCost {
 }
 
 /// DPS (SPEC.md §5.3) with a plan-dependent weight: `x_s = DDPM(x_t, x̂) + ζ w Jᵀ Aᵀ r/||r||₂`, with
-/// `w = √((1 + σ_t²)(1 + σ_s²))` for a VP prior ([bench]'s VP step in VE units) and `w = 1` for a VE prior
+/// `w = √((1 + σ_t²)(1 + σ_s²))` for a VP prior (\[bench\]'s VP step in VE units) and `w = 1` for a VE prior
 /// (then it is exactly diem's [`Dps`]).
 #[derive(Debug)]
 pub struct ScaledDps<'a> {
@@ -200,7 +200,7 @@ impl Sampler for ScaledDps<'_> {
     }
 }
 
-/// [bench]'s GDM step (SPEC.md §5.4) in VE units for a VP prior: with `r_t² = σ_t²/(1 + σ_t²)` (= 1 − ᾱ_t),
+/// \[bench\]'s GDM step (SPEC.md §5.4) in VE units for a VP prior: with `r_t² = σ_t²/(1 + σ_t²)` (= 1 − ᾱ_t),
 ///
 /// ```text
 /// solve (Σ_y + r_t² A Aᵀ) v = y − A x̂        (GMRES, no network in K)

@@ -300,9 +300,9 @@ pub enum LapOrder {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefitConfig {
-    /// The PPCA rank (64 in [ref]).
+    /// The PPCA rank (64 in \[ref\]).
     pub rank: usize,
-    /// Fit on the first this many samples (16,384 in [ref]).
+    /// Fit on the first this many samples (16,384 in \[ref\]).
     pub samples: usize,
 }
 
@@ -405,7 +405,7 @@ impl EmConfig {
         }
     }
 
-    /// The manifold preset of [ref]: as [`EmConfig::manifold`] but the E-step uses the `cov_x` heuristic with
+    /// The manifold preset of \[ref\]: as [`EmConfig::manifold`] but the E-step uses the `cov_x` heuristic with
     /// CG to rtol 1e-3 (cap 50 = 10·N).
     pub fn manifold_reference(laps: usize) -> Self {
         let mut c = Self::manifold(laps);

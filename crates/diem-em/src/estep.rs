@@ -16,7 +16,7 @@ pub struct EStepPlan {
     /// The MMPS configuration.
     pub mmps: MmpsConfig,
     /// Posterior samples per observation k: sample `j` belongs to observation `j mod N` (the data set repeated
-    /// k times, as [ref] duplicates it).
+    /// k times, as \[ref\] duplicates it).
     pub samples_per_observation: usize,
     /// Samples per chunk (≥ 1).
     pub chunk: i64,

@@ -53,7 +53,7 @@ pub struct ValidationRecord {
 }
 
 /// [`m_step`] with a validation loss every `config.log_every` steps and after the last step (SPEC.md §8:
-/// with `log_every` = the steps of one epoch, once per epoch as [ref]).
+/// with `log_every` = the steps of one epoch, once per epoch as \[ref\]).
 ///
 /// `validation = (samples [V, ..x_shape], seed)`: the lap's validation posterior samples and the seed of the
 /// loss's fixed noise levels `σ(t)`, `t ~ config.time`, and noise `z` (drawn once, before training, so the

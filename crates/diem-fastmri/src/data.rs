@@ -90,7 +90,7 @@ impl ExtractIndex {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
-    /// [ref]: divide by the maximum over the volume's kept slices, then `x ← 4x − 2` (the default).
+    /// \[ref\]: divide by the maximum over the volume's kept slices, then `x ← 4x − 2` (the default).
     #[default]
     Max,
     /// True min-max over the volume's kept slices: `x ← 4 (x − min)/(max − min) − 2`.

@@ -1,7 +1,7 @@
 //! The accelerated-MRI experiment of the DiEM paper (SPEC.md §9c, paper §5.3) as a reproducible pipeline:
 //! learn a diffusion prior over knee MR slices from undersampled, noisy k-space alone.
 //!
-//! - [`prepare`]: fastMRI single-coil HDF5 files → slices 10..=40 of every volume ([`extract`] runs an
+//! - [`prepare()`]: fastMRI single-coil HDF5 files → slices 10..=40 of every volume ([`extract`] runs an
 //!   embedded h5py script with the project's venv python: there is no usable pure-Rust HDF5 reader), per-volume
 //!   max normalization to `[−2, 2]` ([`Normalization`]), and observations `y = A x + 1e-2 ε` with a random
 //!   column mask per slice at acceleration R = 6 ([`diem_operators::KSpace::random_lines`]), saved with

@@ -1,4 +1,4 @@
-//! BiCGSTAB with JAX semantics (SPEC.md §6.3; [ref] option `method = 'bicgstab'`).
+//! BiCGSTAB with JAX semantics (SPEC.md §6.3; \[ref\] option `method = 'bicgstab'`).
 
 use crate::report::{finish, start, work, KrylovParams, Solved, Tail};
 use crate::space::{Masks, Scalars, VectorSpace};

@@ -1,4 +1,4 @@
-//! Conjugate gradient (SPEC.md §6.1; paper Alg. 4; [ref]; [azula]).
+//! Conjugate gradient (SPEC.md §6.1; paper Alg. 4; \[ref\]; \[azula\]).
 
 use crate::report::{finish, start, KrylovParams, Solved, Tail};
 use crate::space::{Masks, Scalars, VectorSpace};

@@ -1,4 +1,4 @@
-//! GMRES with modified Gram–Schmidt Arnoldi and Givens rotations (SPEC.md §6.2; [bench]; [azula]).
+//! GMRES with modified Gram–Schmidt Arnoldi and Givens rotations (SPEC.md §6.2; \[bench\]; \[azula\]).
 
 use crate::report::{finish, start, work, KrylovParams, Solved, Tail};
 use crate::space::{Masks, Scalars, VectorSpace};

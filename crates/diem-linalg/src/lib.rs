@@ -2,7 +2,7 @@
 //!
 //! Matrix-free, batched linear algebra for DiEM and MMPS (SPEC.md §6–§7):
 //!
-//! - Krylov solvers [`cg`], [`gmres`] and [`bicgstab`] (and their `*_with` forms taking [`KrylovParams`]) over a
+//! - Krylov solvers [`cg()`], [`gmres()`] and [`bicgstab()`] (and their `*_with` forms taking [`KrylovParams`]) over a
 //!   [`VectorSpace`] trait, with the operator passed as a closure `Fn(&V) -> V`. The trait is implemented for
 //!   `ndarray::Array1<f32 | f64>` (one system) and for `tch::Tensor` `[N, ...]` (N independent systems solved in
 //!   one call, with per-row scalars). Truncated solves (1–3 iterations, as MMPS uses them) run without any

@@ -1,4 +1,4 @@
-//! Probabilistic PCA fit (SPEC.md §7.3; [ref]; Tipping & Bishop 1999).
+//! Probabilistic PCA fit (SPEC.md §7.3; \[ref\]; Tipping & Bishop 1999).
 //!
 //! Given samples `x_1..x_S ∈ R^N` and a rank r, fit `N(μ, diag(D·1) + U Uᵀ)`:
 //!
@@ -25,7 +25,7 @@ use tch::{Kind, Tensor};
 /// Which eigensolver the PPCA fit uses for the top-r eigenpairs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PpcaMethod {
-    /// Exact when `dim(C) ≤ 1024` or `r ≥ dim(C)/5` (the [ref] rule, with a size cap), subspace iteration
+    /// Exact when `dim(C) ≤ 1024` or `r ≥ dim(C)/5` (the \[ref\] rule, with a size cap), subspace iteration
     /// otherwise.
     Auto,
     /// Full symmetric eigendecomposition of C (`torch.linalg.eigh`).

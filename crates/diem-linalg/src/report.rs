@@ -5,9 +5,9 @@ use crate::space::{Masks, Reduction, Scalars, VectorSpace};
 
 /// Parameters shared by [`cg`](crate::cg()), [`gmres`](crate::gmres()) and [`bicgstab`](crate::bicgstab()).
 ///
-/// `rtol: None` (the default) runs exactly `max_iter` iterations with no host synchronization ([azula],
-/// [bench]). `Some(rtol)` freezes each system once `||r||² ≤ rtol² ||b||²` and stops when all are frozen, which
-/// reads one flag back from the device per iteration ([ref], SPEC.md §6).
+/// `rtol: None` (the default) runs exactly `max_iter` iterations with no host synchronization (\[azula\],
+/// \[bench\]). `Some(rtol)` freezes each system once `||r||² ≤ rtol² ||b||²` and stops when all are frozen, which
+/// reads one flag back from the device per iteration (\[ref\], SPEC.md §6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KrylovParams {
     /// Iteration budget (operator applications: one per iteration for CG and GMRES, two for BiCGSTAB).

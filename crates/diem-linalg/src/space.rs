@@ -11,7 +11,7 @@
 //! - `tch::Tensor` of shape `[N, ...]`: N systems (the trailing dimensions of a row form one vector); scalars are
 //!   [`TensorScalars`] of shape `[N, 1, ..., 1]` in `f64`, so they broadcast against the rows, and masks are
 //!   [`TensorMask`] (boolean, same shape). With [`Reduction::Global`] the whole tensor is one vector (the JAX
-//!   behaviour of [ref]) and scalars have shape `[1, ..., 1]`.
+//!   behaviour of \[ref\]) and scalars have shape `[1, ..., 1]`.
 //!
 //! Inner products always accumulate in `f64`. The solvers can also run their whole state in `f64`
 //! ([`VectorSpace::to_work`]) and cast each operator input back to the model dtype ([`VectorSpace::to_model`]).
@@ -25,7 +25,7 @@ pub enum Reduction {
     /// One system per leading index: `<u, v>_n = Σ_j u_{n,j} v_{n,j}` (project default).
     #[default]
     PerSystem,
-    /// The whole batch is one vector, as JAX's solvers in [ref]: one set of step sizes for all rows.
+    /// The whole batch is one vector, as JAX's solvers in \[ref\]: one set of step sizes for all rows.
     Global,
 }
 

@@ -41,7 +41,7 @@ pub fn c_in(sigma: f64) -> f64 {
     1.0 / (sigma * sigma + 1.0).sqrt()
 }
 
-/// `c_noise(σ) = ln σ` (SPEC.md §3.1; [ref] has no factor ¼).
+/// `c_noise(σ) = ln σ` (SPEC.md §3.1; \[ref\] has no factor ¼).
 pub fn c_noise(sigma: f64) -> f64 {
     sigma.ln()
 }

@@ -47,7 +47,7 @@ pub struct VeSchedule {
 }
 
 impl Default for VeSchedule {
-    /// The class default `(a, b) = (1e-3, 1e2)` of [ref] (also CIFAR and MRI).
+    /// The class default `(a, b) = (1e-3, 1e2)` of \[ref\] (also CIFAR and MRI).
     fn default() -> Self {
         Self { a: 1e-3, b: 1e2 }
     }

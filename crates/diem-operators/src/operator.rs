@@ -5,7 +5,7 @@
 //! either `N == P` (sample `b` uses parameter set `b`) or `P == 1` (one set shared by all samples).
 //!
 //! Per-sample flattening: a sample's entries are ordered row-major over its shape, so an image
-//! `[C, H, W]` flattens to `index = (c·H + h)·W + w` (NCHW). This differs from [ref]'s `(h·W + w)·C + c`;
+//! `[C, H, W]` flattens to `index = (c·H + h)·W + w` (NCHW). This differs from \[ref\]'s `(h·W + w)·C + c`;
 //! SPEC.md §0 allows either as long as the denoiser, the operators and the covariances agree.
 
 use tch::{Device, Kind, Tensor};

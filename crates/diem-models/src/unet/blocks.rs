@@ -38,7 +38,7 @@ fn gated_residual(x: &Tensor, c: &Tensor, h: &Tensor) -> Tensor {
     (x + c * h) / (c * c + 1.0).sqrt()
 }
 
-/// ResBlock(C) (SPEC.md §9b): modulate, then normalize ([ref]'s order), then Conv, SiLU, Dropout, Conv and
+/// ResBlock(C) (SPEC.md §9b): modulate, then normalize (\[ref\]'s order), then Conv, SiLU, Dropout, Conv and
 /// the gated residual.
 #[derive(Debug)]
 pub struct ResBlock {

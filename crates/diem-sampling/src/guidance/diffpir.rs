@@ -11,9 +11,9 @@ use crate::error::{Result, SamplingError};
 /// [`DiffPir`]'s settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiffPirConfig {
-    /// The regularization weight λ (default 8, [bench]; [azula] uses 10).
+    /// The regularization weight λ (default 8, \[bench\]; \[azula\] uses 10).
     pub lambda: f64,
-    /// The x-space proximal solve (default: GMRES, 5 iterations, [bench]).
+    /// The x-space proximal solve (default: GMRES, 5 iterations, \[bench\]).
     pub solver: SolverConfig,
 }
 
@@ -32,7 +32,7 @@ impl Default for DiffPirConfig {
 /// return x̂ + δ = argmin_x ½||y − A x||²_{Σ_y⁻¹} + ||x − x̂||²/(2ρ_t)
 /// ```
 ///
-/// With `Σ_y = σ_y² I` this is exactly [bench]'s `(I + (ρ_t/σ_y²) AᵀA) δ = (ρ_t/σ_y²) Aᵀ(y − A x̂)`. [bench]
+/// With `Σ_y = σ_y² I` this is exactly \[bench\]'s `(I + (ρ_t/σ_y²) AᵀA) δ = (ρ_t/σ_y²) Aᵀ(y − A x̂)`. \[bench\]
 /// adds `c_t δ` after its shared η = 1 step, i.e. replaces x̂ by `x̂ + δ`; as a denoiser wrapper under
 /// [`Ddpm`](crate::Ddpm) this is the same rule in VE. DiffPIR's own ζ is not used. Cost: 1 forward, 0 VJPs.
 ///

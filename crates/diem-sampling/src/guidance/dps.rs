@@ -23,7 +23,7 @@ use crate::sampler::{Sampler, TimeGrid};
 /// The denoiser passed to [`Sampler::step`] is the *prior*. The norm is taken per sample (the DPS code takes it
 /// over the whole batch, which would couple samples; SPEC.md §12.2). The final denoise at `σ(t_T)` is the plain
 /// prior (σ_min = 10⁻³ in the default schedule). Cost: 1 forward and 1 VJP per step. Σ_y plays no role.
-/// ζ = 0.5 in [bench]'s FFHQ runs; the DPS default is 1.
+/// ζ = 0.5 in \[bench\]'s FFHQ runs; the DPS default is 1.
 ///
 /// # References
 /// Chung, Kim, Mccann, Klasky, Ye, "Diffusion Posterior Sampling for General Noisy Inverse Problems",

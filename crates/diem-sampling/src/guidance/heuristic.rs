@@ -2,7 +2,7 @@
 //!
 //! A heuristic replaces the Tweedie covariance `V = σ_t² J` **only inside the linear system**
 //! `(Σ_y + A V Aᵀ) v = y − A x̂`; the returned mean is still `x̂ + σ_t² Jᵀ Aᵀ v` through the network's VJP
-//! (SPEC.md §12.2 "Heuristics are covariance-only"). [ref] writes them all through the Gaussian-prior covariance
+//! (SPEC.md §12.2 "Heuristics are covariance-only"). \[ref\] writes them all through the Gaussian-prior covariance
 //! `V(Σ_x) = σ² I − σ⁴ (Σ_x + σ² I)⁻¹ = (Σ_x⁻¹ + σ⁻² I)⁻¹`.
 
 use diem_linalg::Dplr;
@@ -16,7 +16,7 @@ use crate::error::{Result, SamplingError};
 pub enum CovHeuristic {
     /// `zeros`: `Σ_x = 0`, `V = 0`, so `v = Σ_y⁻¹ r` directly (no Krylov iterations; needs `Σ_y > 0`).
     Zeros,
-    /// `cov_t`: `V = σ_t² I` exactly. [ref] obtains it as `V(10⁶ I) = σ² − σ⁴/(10⁶ + σ²)`, which differs by
+    /// `cov_t`: `V = σ_t² I` exactly. \[ref\] obtains it as `V(10⁶ I) = σ² − σ⁴/(10⁶ + σ²)`, which differs by
     /// `σ⁴/(10⁶ + σ²)` (≤ 1e-2 relative at σ = 100); the project uses the exact limit.
     CovT,
     /// `ones`: `Σ_x = I`, `V = σ_t²/(1 + σ_t²) I` (PiGDM's heuristic).

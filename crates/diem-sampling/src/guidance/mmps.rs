@@ -12,7 +12,7 @@ use crate::error::Result;
 /// How [`Mmps`] solves its system and which covariance it uses.
 #[derive(Clone, Debug)]
 pub struct MmpsConfig {
-    /// The Krylov solve (default: CG, 1 iteration, the CIFAR E-step of [ref]).
+    /// The Krylov solve (default: CG, 1 iteration, the CIFAR E-step of \[ref\]).
     pub solver: SolverConfig,
     /// `None`: the Tweedie covariance `σ_t² J` through VJPs (default); `Some`: a closed-form heuristic.
     pub heuristic: Option<CovHeuristic>,

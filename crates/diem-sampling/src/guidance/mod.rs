@@ -58,7 +58,7 @@ pub struct SolverConfig {
     pub iterations: usize,
     /// Optional relative tolerance; `None` runs exactly `iterations` with no host synchronization.
     pub rtol: Option<f64>,
-    /// Per-sample systems (default) or one global system as in [ref]'s JAX code.
+    /// Per-sample systems (default) or one global system as in \[ref\]'s JAX code.
     pub reduction: Reduction,
 }
 

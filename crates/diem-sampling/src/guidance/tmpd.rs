@@ -11,7 +11,7 @@ use crate::error::Result;
 /// [`Tmpd`]'s settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TmpdConfig {
-    /// The solve of `(Σ_y + A diag(d) Aᵀ) v = y − A x̂` (default: GMRES, 5 iterations, as in [bench]).
+    /// The solve of `(Σ_y + A diag(d) Aᵀ) v = y − A x̂` (default: GMRES, 5 iterations, as in \[bench\]).
     pub solver: SolverConfig,
 }
 
@@ -21,7 +21,7 @@ impl Default for TmpdConfig {
     }
 }
 
-/// Tweedie moment projected diffusion with the row-sum approximation `V ≈ diag(V 1)`, [bench] form, in VE units
+/// Tweedie moment projected diffusion with the row-sum approximation `V ≈ diag(V 1)`, \[bench\] form, in VE units
 /// (`γ_t = σ_t²`; SPEC.md §5.5):
 ///
 /// ```text
@@ -30,7 +30,7 @@ impl Default for TmpdConfig {
 /// return x̂ + σ_t² Jᵀ Aᵀ v                        (1 VJP)
 /// ```
 ///
-/// [bench] adds `c_t Δ` after its VP step, i.e. replaces x̂ by `x̂ + Δ`; as a denoiser wrapper under
+/// \[bench\] adds `c_t Δ` after its VP step, i.e. replaces x̂ by `x̂ + Δ`; as a denoiser wrapper under
 /// [`Ddpm`](crate::Ddpm) this is the same rule in VE. Cost: 1 forward, 2 VJPs (SPEC.md §5.8).
 ///
 /// # References

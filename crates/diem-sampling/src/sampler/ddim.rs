@@ -20,12 +20,12 @@ pub fn ddim_update(x_t: &Tensor, d: &Tensor, sigma_t: f64, sigma_s: f64) -> Tens
 
 /// The DDIM sampler: one denoiser call per step, `T + 1` in total (SPEC.md §4.1, §4.3).
 ///
-/// With `eta > 0` it uses the interpolation of SPEC.md §4.3 ([azula]):
+/// With `eta > 0` it uses the interpolation of SPEC.md §4.3 (\[azula\]):
 /// `τ_η = clip(η (1 − σ_s²/σ_t²), 0, 1)`, `x_s = d + (σ_s/σ_t) √(1 − τ_η) (x_t − d) + σ_s √τ_η ε`, which is DDPM
 /// at η = 1. The default η = 0 draws no noise after the initial value.
 ///
 /// # References
-/// Song, Meng, Ermon, "Denoising Diffusion Implicit Models", 2021, arXiv:2010.02502; VE form of [ref].
+/// Song, Meng, Ermon, "Denoising Diffusion Implicit Models", 2021, arXiv:2010.02502; VE form of \[ref\].
 #[derive(Debug)]
 pub struct Ddim {
     schedule: Box<dyn Schedule>,

@@ -23,7 +23,7 @@ pub fn ddpm_update(x_t: &Tensor, d: &Tensor, sigma_t: f64, sigma_s: f64, eps: &T
 /// The DDPM sampler (η = 1): one denoiser call per step, `T + 1` in total (SPEC.md §4.1–4.2).
 ///
 /// # References
-/// Ho, Jain, Abbeel, "Denoising Diffusion Probabilistic Models", 2020, arXiv:2006.11239; VE form of [ref].
+/// Ho, Jain, Abbeel, "Denoising Diffusion Probabilistic Models", 2020, arXiv:2006.11239; VE form of \[ref\].
 #[derive(Debug)]
 pub struct Ddpm {
     schedule: Box<dyn Schedule>,

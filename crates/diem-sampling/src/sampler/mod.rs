@@ -1,4 +1,4 @@
-//! Samplers of the reverse VE process (SPEC.md §4): [`Ddpm`], [`Ddim`], [`PredictorCorrector`].
+//! Samplers of the reverse VE process (SPEC.md §4): [`Ddpm`](crate::Ddpm), [`Ddim`](crate::Ddim), [`PredictorCorrector`](crate::PredictorCorrector).
 //!
 //! Every sampler shares the time grid, the initial value and the final denoise of SPEC.md §4.1:
 //!
