@@ -15,16 +15,22 @@ pub const AZULA_VERSION: &str = "0.11.1";
 /// not pull the newest torchvision, which would upgrade torch and break tch.
 pub const TORCHVISION_VERSION: &str = "0.26.0";
 
-/// Builds one `diem-benches` binary in release mode and returns its path.
-fn build_bin(root: &Path, env: &TorchEnv, bin: &str) -> Result<PathBuf> {
-    let status = crate::cargo(root, env, &["build", "--release", "-p", "diem-benches", "--bin", bin])?
+/// Builds one binary of `package` in release mode and returns its path (in `$CARGO_TARGET_DIR` or
+/// `target/`).
+pub fn build_release_bin(root: &Path, env: &TorchEnv, package: &str, bin: &str) -> Result<PathBuf> {
+    let status = crate::cargo(root, env, &["build", "--release", "-p", package, "--bin", bin])?
         .status()
         .context("cannot run cargo build")?;
     if !status.success() {
-        bail!("building {bin} failed ({status})");
+        bail!("building {bin} ({package}) failed ({status})");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     Ok(target.join("release").join(bin))
+}
+
+/// Builds one `diem-benches` binary in release mode and returns its path.
+fn build_bin(root: &Path, env: &TorchEnv, bin: &str) -> Result<PathBuf> {
+    build_release_bin(root, env, "diem-benches", bin)
 }
 
 /// A command for a built binary, run from the workspace root with the libtorch environment.

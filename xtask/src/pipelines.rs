@@ -14,11 +14,11 @@
 //!
 //! `--help` after the command prints the binary's own options.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::torch;
 
@@ -58,23 +58,13 @@ pub const REPRODUCE_FASTMRI: Pipeline =
 pub const POSTERIOR_BENCH: Pipeline =
     Pipeline { package: "diem-benches", bin: "inverse_bench", subcommand: None };
 
-/// The directory cargo builds into.
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
 /// Builds `pipeline`'s binary in release mode and runs it with the forwarded arguments.
 ///
 /// libtorch's intra-op threads stay at one unless `OMP_NUM_THREADS` is set, as for the other experiments:
 /// on small shared CPUs its OpenMP pool oversubscribes badly; on a GPU the setting does not matter.
 pub fn run(root: &Path, pipeline: Pipeline, forwarded: &Forwarded) -> Result<ExitCode> {
     let env = torch::setup(root)?;
-    let build = ["build", "--release", "-p", pipeline.package, "--bin", pipeline.bin];
-    let status = crate::cargo(root, &env, &build)?.status().context("cannot run cargo build")?;
-    if !status.success() {
-        bail!("building {} ({}) failed ({status})", pipeline.bin, pipeline.package);
-    }
-    let path = target_dir(root).join("release").join(pipeline.bin);
+    let path = crate::experiments::build_release_bin(root, &env, pipeline.package, pipeline.bin)?;
     let mut cmd = Command::new(&path);
     cmd.current_dir(root);
     env.apply(&mut cmd)?;
