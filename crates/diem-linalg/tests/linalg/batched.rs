@@ -11,46 +11,106 @@ fn bmv(a: &Tensor) -> impl Fn(&Tensor) -> Tensor + '_ {
     move |v: &Tensor| a.matmul(&v.unsqueeze(-1)).squeeze_dim(-1)
 }
 
-fn solve_rows(method: Krylov, mats: &[Array2<f64>], rhs: &[Array1<f64>], iters: usize) -> Vec<Array1<f32>> {
+fn solve_rows<T>(method: Krylov, mats: &[Array2<f64>], rhs: &[Array1<f64>], iters: usize) -> Vec<Array1<T>>
+where
+    T: ndarray::LinalgScalar + HostElem,
+    Array1<T>: VectorSpace,
+{
     mats.iter()
         .zip(rhs)
         .map(|(a, b)| {
-            let a32 = a.mapv(|v| v as f32);
-            let b32 = b.mapv(|v| v as f32);
+            let a = a.mapv(T::from_f64);
+            let b = b.mapv(T::from_f64);
             let (x, _) = method
-                .solve(|v: &Array1<f32>| a32.dot(v), &b32, None, &KrylovParams::new(iters))
+                .solve(|v: &Array1<T>| a.dot(v), &b, None, &KrylovParams::new(iters))
                 .expect("row solve");
             x
         })
         .collect()
 }
 
+/// The host element types the batched path is compared against.
+trait HostElem: Copy {
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl HostElem for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl HostElem for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+fn row_tensor<T: HostElem>(x: &Array1<T>) -> Tensor {
+    let v: Vec<f64> = x.iter().map(|&e| e.to_f64()).collect();
+    Tensor::from_slice(&v)
+}
+
+/// One batched call over B rows equals B separate ndarray solves: to round-off in f64 (the recurrences are the
+/// same), and in f32 within the rounding that the per-row f32 solve itself shows against f64 (BiCGSTAB and GMRES
+/// can amplify round-off on a nearly singular draw, the same on both paths).
+fn check_batched_equals_per_row(
+    seed: u64,
+    n: usize,
+    rows: usize,
+    iters: usize,
+    method: Krylov,
+) -> Result<(), TestCaseError> {
+    let mut g = rng(seed);
+    let mats: Vec<Array2<f64>> = (0..rows)
+        .map(|_| if method == Krylov::Cg { spd(&mut g, n, 1.0) } else { nonsym(&mut g, n, 2.0) })
+        .collect();
+    let rhs: Vec<Array1<f64>> = (0..rows).map(|_| crate::common::randn_vec(&mut g, n)).collect();
+    let a64 = Tensor::stack(&mats.iter().map(to_tensor).collect::<Vec<_>>(), 0);
+    let flat: Vec<f64> = rhs.iter().flat_map(|b| b.iter().copied()).collect();
+    let b64 = Tensor::from_slice(&flat).reshape([rows as i64, n as i64]);
+    let rows64 = solve_rows::<f64>(method, &mats, &rhs, iters);
+    let rows32 = solve_rows::<f32>(method, &mats, &rhs, iters);
+
+    // f64: the batched recurrences are the per-row ones.
+    let (x64, rep) = method.solve(bmv(&a64), &b64, None, &KrylovParams::new(iters)).expect("batched f64");
+    prop_assert_eq!(rep.residual_norms().len(), rows);
+    // f32, with the same precision policy as the ndarray f32 path: f32 vectors, f64 inner products.
+    let p32 = KrylovParams::new(iters).with_work_f64(false);
+    let a32 = a64.to_kind(Kind::Float);
+    let (x32, _) = method.solve(bmv(&a32), &b64.to_kind(Kind::Float), None, &p32).expect("batched f32");
+    prop_assert_eq!(x32.kind(), Kind::Float);
+    for i in 0..rows {
+        let r64 = row_tensor(&rows64[i]);
+        let r32 = row_tensor(&rows32[i]);
+        let scale = max_abs(&r64).max(1.0);
+        let err64 = max_abs(&(x64.get(i as i64) - &r64)) / scale;
+        prop_assert!(err64 < 1e-9, "row {i}, f64: {err64}");
+        let err32 = max_abs(&(x32.get(i as i64).to_kind(Kind::Double) - &r32)) / scale;
+        let rounding = max_abs(&(&r32 - &r64)) / scale;
+        prop_assert!(
+            err32 < 1e-5 + 10.0 * rounding,
+            "row {i}, f32: {err32} (per-row f32 vs f64: {rounding})"
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// One batched call over B rows equals B separate ndarray solves (f32, 1e-5 relative).
+    /// See [`check_batched_equals_per_row`].
     #[test]
     fn batched_equals_per_row(seed in any::<u64>(), n in 1usize..=12, rows in 1usize..=5, iters in 1usize..=4,
                               method in prop_oneof![Just(Krylov::Cg), Just(Krylov::Gmres), Just(Krylov::BiCgStab)]) {
-        let mut g = rng(seed);
-        let mats: Vec<Array2<f64>> = (0..rows)
-            .map(|_| if method == Krylov::Cg { spd(&mut g, n, 1.0) } else { nonsym(&mut g, n, 2.0) })
-            .collect();
-        let rhs: Vec<Array1<f64>> = (0..rows).map(|_| crate::common::randn_vec(&mut g, n)).collect();
-        let a = Tensor::stack(&mats.iter().map(to_tensor).collect::<Vec<_>>(), 0).to_kind(Kind::Float);
-        let flat: Vec<f32> = rhs.iter().flat_map(|b| b.iter().map(|&v| v as f32)).collect();
-        let b = Tensor::from_slice(&flat).reshape([rows as i64, n as i64]);
-        // Same precision policy as the ndarray f32 path: f32 vectors, f64 inner products.
-        let p = KrylovParams::new(iters).with_work_f64(false);
-        let (x, rep) = method.solve(bmv(&a), &b, None, &p).expect("batched");
-        prop_assert_eq!(x.kind(), Kind::Float);
-        prop_assert_eq!(rep.residual_norms().len(), rows);
-        let per_row = solve_rows(method, &mats, &rhs, iters);
-        for (i, xr) in per_row.iter().enumerate() {
-            let row = Tensor::from_slice(xr.as_slice().expect("contiguous"));
-            let err = max_abs(&(x.get(i as i64) - &row)) / max_abs(&row).max(1.0);
-            prop_assert!(err < 1e-5, "row {i}: {err}");
-        }
+        check_batched_equals_per_row(seed, n, rows, iters, method)?;
     }
 
     /// Global mode equals one solve on the concatenated vector with the block-diagonal operator.
@@ -75,6 +135,12 @@ proptest! {
         let xc = Tensor::from_slice(xc.as_slice().expect("contiguous")).reshape([rows as i64, n as i64]);
         prop_assert!(max_abs(&(&x - &xc)) <= 1e-10 * max_abs(&xc).max(1.0));
     }
+}
+
+/// A BiCGSTAB draw where the f32 batched and per-row solves differ by 2e-5 (it failed a fixed 1e-5 bound in CI).
+#[test]
+fn batched_equals_per_row_on_an_amplifying_draw() {
+    check_batched_equals_per_row(2_429_825_641_722_924_243, 6, 5, 3, Krylov::BiCgStab).expect("property");
 }
 
 #[test]
