@@ -104,13 +104,13 @@ impl Method {
         })
     }
 
-    /// Network VJPs per step (SPEC.md §5.8).
+    /// Network VJPs per step (SPEC.md §5.8; MMPS takes its last product from the solve, so n rather than n + 1).
     pub fn expected_vjps_per_step(self) -> usize {
         match self {
             Self::DiffPir => 0,
             Self::Dps | Self::Pgdm => 1,
             Self::Tmpd => 2,
-            Self::Mmps(n) => n + 1,
+            Self::Mmps(n) => n,
         }
     }
 }

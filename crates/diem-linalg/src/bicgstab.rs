@@ -1,7 +1,7 @@
 //! BiCGSTAB with JAX semantics (SPEC.md §6.3; \[ref\] option `method = 'bicgstab'`).
 
-use crate::report::{finish, start, work, KrylovParams, Solved, Tail};
-use crate::space::{Masks, Scalars, VectorSpace};
+use crate::report::{accumulate, finish, plain, start, work, KrylovParams, Solved, SolvedWithImage, Tail};
+use crate::space::{Image, Masks, NoImage, Scalars, VectorSpace};
 
 /// Solves `K x = b` for non-symmetric `K` by BiCGSTAB, at most `max_iter` iterations (two operator applications
 /// each) and an optional relative tolerance (SPEC.md §6.3). See [`bicgstab_with`].
@@ -41,9 +41,23 @@ pub fn bicgstab_with<V: VectorSpace>(
     x0: Option<&V>,
     p: &KrylovParams,
 ) -> Solved<V> {
+    plain(bicgstab_image(|v: &V| (op(v), NoImage), b, x0, p))
+}
+
+/// [`bicgstab_with`] whose operator also returns the image `L v` of its input; returns `L x` beside `x`
+/// (see [`Image`]).
+pub(crate) fn bicgstab_image<V: VectorSpace, W: Image<V::Scalar>>(
+    op: impl Fn(&V) -> (V, W),
+    b: &V,
+    x0: Option<&V>,
+    p: &KrylovParams,
+) -> SolvedWithImage<V, W> {
     p.validate("bicgstab")?;
     let red = p.reduction;
     let s0 = start(&op, b, x0, p);
+    let mut image = s0.image;
+    // The image of `dir` (`None` until a direction has been applied; its step coefficient is zero until then).
+    let mut dir_image: Option<W> = None;
     let (mut x, mut r, threshold) = (s0.x, s0.r, s0.threshold);
     let mut applications = s0.applications;
     let r_hat = r.copy();
@@ -63,7 +77,8 @@ pub fn bicgstab_with<V: VectorSpace>(
         let rho_new = r_hat.dot(&r, red);
         let beta = rho_new.div(&rho).mul(&alpha.div(&omega));
         let dir_new = r.axpy(&beta, &dir.axpy(&omega.neg(), &q));
-        let q_new = work(&op(&dir_new.to_model(b)), p);
+        let (q_new, q_image) = op(&dir_new.to_model(b));
+        let q_new = work(&q_new, p);
         let alpha_new = rho_new.div(&r_hat.dot(&q_new, red));
         let s = r.axpy(&alpha_new.neg(), &q_new);
         let ss = s.dot(&s, red);
@@ -73,7 +88,8 @@ pub fn bicgstab_with<V: VectorSpace>(
             .and(&alpha_new.nonzero())
             .and(&ss.is_finite());
         let early = half_ok.and(&threshold.gt(&ss).or(&ss.sub(&threshold).nonzero().not()));
-        let t = work(&op(&s.to_model(b)), p);
+        let (t, s_image) = op(&s.to_model(b));
+        let t = work(&t, p);
         applications += 2;
         let omega_new = t.dot(&s, red).div(&t.dot(&t, red));
         let r_full = s.axpy(&omega_new.neg(), &t);
@@ -89,6 +105,11 @@ pub fn bicgstab_with<V: VectorSpace>(
         let s_safe = V::select(&full_ok, &s, &r);
         let a2 = V::Scalar::select(&full_ok, &omega_new, &zero);
         x = x.axpy(&a1, &dir_safe).axpy(&a2, &s_safe);
+        let old_dir_image = dir_image.unwrap_or_else(|| q_image.zeros_like());
+        let dir_image_safe = W::select(&half_ok, &q_image, &old_dir_image);
+        image = Some(accumulate(image, &half_ok, &a1, &dir_image_safe));
+        image = Some(accumulate(image, &full_ok, &a2, &s_image));
+        dir_image = Some(dir_image_safe);
         let r_half = V::select(&half_ok, &s, &r);
         r = V::select(&full_ok, &r_full, &r_half);
         let rr_half = V::Scalar::select(&half_ok, &ss, &rr);
@@ -103,5 +124,5 @@ pub fn bicgstab_with<V: VectorSpace>(
         iterations += 1;
     }
     let tail = Tail { iterations, applications, rr, threshold, breakdown };
-    Ok(finish(&x, b, p, tail))
+    finish(&x, image, b, p, tail)
 }

@@ -1,7 +1,7 @@
 //! Conjugate gradient (SPEC.md §6.1; paper Alg. 4; \[ref\]; \[azula\]).
 
-use crate::report::{finish, start, KrylovParams, Solved, Tail};
-use crate::space::{Masks, Scalars, VectorSpace};
+use crate::report::{accumulate, finish, plain, start, KrylovParams, Solved, SolvedWithImage, Tail};
+use crate::space::{Image, Masks, NoImage, Scalars, VectorSpace};
 
 /// Solves `K x = b` for symmetric positive-definite `K` by conjugate gradients, with a budget of `max_iter`
 /// operator applications and an optional relative tolerance (SPEC.md §6.1). See [`cg_with`].
@@ -39,9 +39,21 @@ pub fn cg<V: VectorSpace>(
 /// `f64` epsilon without a tolerance) is frozen as converged, so no `0/0` appears. All of this is masking: no
 /// host synchronization happens unless `rtol` is set.
 pub fn cg_with<V: VectorSpace>(op: impl Fn(&V) -> V, b: &V, x0: Option<&V>, p: &KrylovParams) -> Solved<V> {
+    plain(cg_image(|v: &V| (op(v), NoImage), b, x0, p))
+}
+
+/// [`cg_with`] whose operator also returns the image `L v` of its input; returns `L x` beside `x`
+/// (see [`Image`]).
+pub(crate) fn cg_image<V: VectorSpace, W: Image<V::Scalar>>(
+    op: impl Fn(&V) -> (V, W),
+    b: &V,
+    x0: Option<&V>,
+    p: &KrylovParams,
+) -> SolvedWithImage<V, W> {
     p.validate("cg")?;
     let red = p.reduction;
     let s = start(&op, b, x0, p);
+    let mut image = s.image;
     let (mut x, mut r, threshold) = (s.x, s.r, s.threshold);
     let mut applications = s.applications;
     let mut rho = r.dot(&r, red);
@@ -53,7 +65,8 @@ pub fn cg_with<V: VectorSpace>(op: impl Fn(&V) -> V, b: &V, x0: Option<&V>, p: &
         if p.rtol.is_some() && !active.any() {
             break;
         }
-        let q = crate::report::work(&op(&dir.to_model(b)), p);
+        let (q, q_image) = op(&dir.to_model(b));
+        let q = crate::report::work(&q, p);
         applications += 1;
         let pq = dir.dot(&q, red);
         let alpha = rho.div(&pq);
@@ -62,6 +75,7 @@ pub fn cg_with<V: VectorSpace>(op: impl Fn(&V) -> V, b: &V, x0: Option<&V>, p: &
         let ok = active.and(&pq.gt_value(0.0)).and(&alpha.is_finite()).and(&rho_new.is_finite());
         let alpha_ok = V::Scalar::select(&ok, &alpha, &alpha.fill_like(0.0));
         x = x.axpy(&alpha_ok, &dir);
+        image = Some(accumulate(image, &ok, &alpha_ok, &q_image));
         let beta = rho_new.div(&rho);
         let dir_new = r_new.axpy(&beta, &dir);
         dir = V::select(&ok, &dir_new, &dir);
@@ -72,5 +86,5 @@ pub fn cg_with<V: VectorSpace>(op: impl Fn(&V) -> V, b: &V, x0: Option<&V>, p: &
         iterations += 1;
     }
     let tail = Tail { iterations, applications, rr: rho, threshold, breakdown };
-    Ok(finish(&x, b, p, tail))
+    finish(&x, image, b, p, tail)
 }

@@ -1,7 +1,7 @@
 //! GMRES with modified Gram–Schmidt Arnoldi and Givens rotations (SPEC.md §6.2; \[bench\]; \[azula\]).
 
-use crate::report::{finish, start, work, KrylovParams, Solved, Tail};
-use crate::space::{Masks, Scalars, VectorSpace};
+use crate::report::{accumulate, finish, plain, start, work, KrylovParams, Solved, SolvedWithImage, Tail};
+use crate::space::{Image, Masks, NoImage, Scalars, VectorSpace};
 
 /// Solves `K x = b` for any nonsingular `K` by GMRES without restart, `max_iter` operator applications and an
 /// optional relative tolerance (SPEC.md §6.2). See [`gmres_with`] for restarts and the epsilon.
@@ -46,10 +46,22 @@ pub fn gmres_with<V: VectorSpace>(
     x0: Option<&V>,
     p: &KrylovParams,
 ) -> Solved<V> {
+    plain(gmres_image(|v: &V| (op(v), NoImage), b, x0, p))
+}
+
+/// [`gmres_with`] whose operator also returns the image `L v` of its input; returns `L x` beside `x`
+/// (see [`Image`]).
+pub(crate) fn gmres_image<V: VectorSpace, W: Image<V::Scalar>>(
+    op: impl Fn(&V) -> (V, W),
+    b: &V,
+    x0: Option<&V>,
+    p: &KrylovParams,
+) -> SolvedWithImage<V, W> {
     p.validate("gmres")?;
     let red = p.reduction;
     let eps = p.eps.unwrap_or_else(|| b.epsilon());
     let s = start(&op, b, x0, p);
+    let mut image = s.image;
     let (mut x, mut r, threshold) = (s.x, s.r, s.threshold);
     let mut applications = s.applications;
     let rr0 = r.dot(&r, red);
@@ -64,7 +76,8 @@ pub fn gmres_with<V: VectorSpace>(
             break;
         }
         if !first_cycle {
-            let kx = work(&op(&x.to_model(b)), p);
+            // The restart's image of x is not needed: `image` already holds L x.
+            let kx = work(&op(&x.to_model(b)).0, p);
             applications += 1;
             r = work(b, p).axpy(&residual_sq.fill_like(-1.0), &kx);
             let rr = r.dot(&r, red);
@@ -79,12 +92,15 @@ pub fn gmres_with<V: VectorSpace>(
         applications += out.steps;
         iterations += out.steps;
         x = x.add_combination(&out.y, &out.basis);
+        for (yj, (ok, wj)) in out.y.iter().zip(&out.images) {
+            image = Some(accumulate(image, ok, yj, wj));
+        }
         breakdown = breakdown.or(&out.breakdown);
         active = out.active;
         residual_sq = V::Scalar::select(&out.finite_start, &out.g_last.mul(&out.g_last), &residual_sq);
     }
     let tail = Tail { iterations, applications, rr: residual_sq, threshold, breakdown };
-    Ok(finish(&x, b, p, tail))
+    finish(&x, image, b, p, tail)
 }
 
 /// `x + Σ_j y_j V_j`.
@@ -99,10 +115,12 @@ trait Combine: VectorSpace {
 }
 impl<V: VectorSpace> Combine for V {}
 
-struct Cycle<V: VectorSpace> {
+struct Cycle<V: VectorSpace, W> {
     steps: usize,
     y: Vec<V::Scalar>,
     basis: Vec<V>,
+    /// Per step: the systems whose Arnoldi step was accepted, and the image of the basis vector applied.
+    images: Vec<(<V::Scalar as Scalars>::Mask, W)>,
     g_last: V::Scalar,
     breakdown: <V::Scalar as Scalars>::Mask,
     active: <V::Scalar as Scalars>::Mask,
@@ -112,8 +130,8 @@ struct Cycle<V: VectorSpace> {
 
 /// One Arnoldi/Givens cycle of at most `n` steps from residual `r` (see [`gmres_with`]).
 #[allow(clippy::too_many_arguments)]
-fn arnoldi_cycle<V: VectorSpace>(
-    op: &impl Fn(&V) -> V,
+fn arnoldi_cycle<V: VectorSpace, W>(
+    op: &impl Fn(&V) -> (V, W),
     b: &V,
     r: &V,
     n: usize,
@@ -121,7 +139,7 @@ fn arnoldi_cycle<V: VectorSpace>(
     mut active: <V::Scalar as Scalars>::Mask,
     threshold: &V::Scalar,
     p: &KrylovParams,
-) -> Cycle<V> {
+) -> Cycle<V, W> {
     let red = p.reduction;
     let beta0 = r.dot(r, red).sqrt();
     let finite_start = beta0.is_finite();
@@ -134,11 +152,13 @@ fn arnoldi_cycle<V: VectorSpace>(
     let (mut cs, mut sn): (Vec<V::Scalar>, Vec<V::Scalar>) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut breakdown = zero.gt_value(1.0);
     let mut steps = 0;
+    let mut images = Vec::with_capacity(n);
     for j in 0..n {
         if j > 0 && p.rtol.is_some() && !active.any() {
             break;
         }
-        let mut w = work(&op(&basis[j].to_model(b)), p);
+        let (w, w_image) = op(&basis[j].to_model(b));
+        let mut w = work(&w, p);
         steps += 1;
         let mut col = Vec::with_capacity(j + 2);
         for vi in basis.iter().take(j + 1) {
@@ -173,6 +193,7 @@ fn arnoldi_cycle<V: VectorSpace>(
         sn.push(s);
         h_cols.push(col);
         active = ok.and(&g[j + 1].mul(&g[j + 1]).gt(threshold));
+        images.push((ok, w_image));
     }
     // Back substitution: (H + ε I) y = g.
     let mut y: Vec<V::Scalar> = (0..steps).map(|_| zero.copy()).collect();
@@ -184,5 +205,5 @@ fn arnoldi_cycle<V: VectorSpace>(
         y[j] = acc.div(&h_cols[j][j].add(&zero.fill_like(eps)));
     }
     basis.truncate(steps);
-    Cycle { steps, y, basis, g_last: g[steps].abs(), breakdown, active, finite_start }
+    Cycle { steps, y, basis, images, g_last: g[steps].abs(), breakdown, active, finite_start }
 }

@@ -1,7 +1,7 @@
 //! Choosing a Krylov method by value (configuration files, CLI flags).
 
-use crate::report::{KrylovParams, Solved};
-use crate::space::VectorSpace;
+use crate::report::{KrylovParams, Solved, SolvedWithImage};
+use crate::space::{Image, VectorSpace};
 
 /// A Krylov method (SPEC.md §6), for code that picks the solver from configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -28,6 +28,29 @@ impl Krylov {
             Krylov::Cg => crate::cg::cg_with(op, b, x0, p),
             Krylov::Gmres => crate::gmres::gmres_with(op, b, x0, p),
             Krylov::BiCgStab => crate::bicgstab::bicgstab_with(op, b, x0, p),
+        }
+    }
+
+    /// Solves `K x = b` with this method for an operator that also returns the image `L v` of each input under
+    /// a linear map `L`, and returns `L x` beside `x` without applying `L` again (see [`Image`]).
+    ///
+    /// For `K v = B v + A (L v)`: every iterate is `x = x0 + Σ c_i p_i` over the vectors `p_i` the operator was
+    /// applied to (CG's directions, GMRES's basis, BiCGSTAB's `p` and `s`), so `L x = L x0 + Σ c_i (L p_i)`, with
+    /// the same coefficients and the same masking of rejected steps. MMPS uses it to drop its last VJP
+    /// (SPEC.md §5.1, §5.8): `n` VJPs per call with `n` CG or GMRES iterations instead of `n + 1`. The image is
+    /// `None` when no operator input contributed (`x0 = None` and no accepted step), i.e. `L x = 0`; systems whose
+    /// solution is zeroed for being non-finite have their image zeroed too.
+    pub fn solve_with_image<V: VectorSpace, W: Image<V::Scalar>>(
+        self,
+        op: impl Fn(&V) -> (V, W),
+        b: &V,
+        x0: Option<&V>,
+        p: &KrylovParams,
+    ) -> SolvedWithImage<V, W> {
+        match self {
+            Krylov::Cg => crate::cg::cg_image(op, b, x0, p),
+            Krylov::Gmres => crate::gmres::gmres_image(op, b, x0, p),
+            Krylov::BiCgStab => crate::bicgstab::bicgstab_image(op, b, x0, p),
         }
     }
 

@@ -45,5 +45,7 @@ pub use error::{LinalgError, Result};
 pub use gmres::{gmres, gmres_with};
 pub use krylov::Krylov;
 pub use ppca::{ppca, ppca_with, PpcaMethod, PpcaParams, PpcaPath};
-pub use report::{KrylovParams, SolveReport, Solved};
-pub use space::{kind_epsilon, Masks, Reduction, Scalars, TensorMask, TensorScalars, VectorSpace};
+pub use report::{KrylovParams, SolveReport, Solved, SolvedWithImage};
+pub use space::{
+    kind_epsilon, Image, Masks, NoImage, Reduction, Scalars, TensorMask, TensorScalars, VectorSpace,
+};

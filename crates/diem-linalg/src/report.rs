@@ -1,7 +1,7 @@
 //! Solver parameters, the per-solve report, and the pieces shared by the three Krylov methods.
 
 use crate::error::{LinalgError, Result};
-use crate::space::{Masks, Reduction, Scalars, VectorSpace};
+use crate::space::{Image, Masks, NoImage, Reduction, Scalars, VectorSpace};
 
 /// Parameters shared by [`cg`](crate::cg()), [`gmres`](crate::gmres()) and [`bicgstab`](crate::bicgstab()).
 ///
@@ -143,13 +143,20 @@ impl<S: Scalars> SolveReport<S> {
 /// Result of a solve: the solution (in the right-hand side's dtype) and its report.
 pub type Solved<V> = Result<(V, SolveReport<<V as VectorSpace>::Scalar>)>;
 
+/// Result of a solve that carries images ([`Krylov::solve_with_image`](crate::Krylov::solve_with_image)): the
+/// solution `x`, its image `L x` (`None` when no operator input contributed to `x`, i.e. `L x = 0`) and the
+/// report.
+pub type SolvedWithImage<V, W> = Result<(V, Option<W>, SolveReport<<V as VectorSpace>::Scalar>)>;
+
 /// The shared start of every method: work copies of `b`, the initial iterate and residual, `||b||²` and the
 /// squared-threshold `θ ||b||²` under which a system counts as converged.
-pub(crate) struct Start<V: VectorSpace> {
+pub(crate) struct Start<V: VectorSpace, W> {
     pub x: V,
     pub r: V,
     pub threshold: V::Scalar,
     pub applications: usize,
+    /// The image of `x0` returned by the operator (`None`: `x0 = 0`, whose image is zero).
+    pub image: Option<W>,
 }
 
 /// `θ`: `rtol²`, or `ε_f64²` without a tolerance (a floor that avoids `0/0` once a residual vanishes).
@@ -170,21 +177,28 @@ pub(crate) fn work<V: VectorSpace>(v: &V, p: &KrylovParams) -> V {
 }
 
 /// Initial state: `x = 0, r = b` when `x0` is `None` (no operator call), else `x = x0, r = b − K x0`.
-pub(crate) fn start<V: VectorSpace>(
-    op: &impl Fn(&V) -> V,
+pub(crate) fn start<V: VectorSpace, W>(
+    op: &impl Fn(&V) -> (V, W),
     b: &V,
     x0: Option<&V>,
     p: &KrylovParams,
-) -> Start<V> {
+) -> Start<V, W> {
     let bw = work(b, p);
     let bb = bw.dot(&bw, p.reduction);
     let threshold = bb.mul_value(theta(p));
     match x0 {
-        None => Start { x: bw.zeros_like(), r: bw, threshold, applications: 0 },
+        None => Start { x: bw.zeros_like(), r: bw, threshold, applications: 0, image: None },
         Some(x0) => {
-            let kx = work(&op(&x0.to_model(b)), p);
+            let (kx, image) = op(&x0.to_model(b));
+            let kx = work(&kx, p);
             let minus_one = bb.fill_like(-1.0);
-            Start { x: work(x0, p), r: bw.axpy(&minus_one, &kx), threshold, applications: 1 }
+            Start {
+                x: work(x0, p),
+                r: bw.axpy(&minus_one, &kx),
+                threshold,
+                applications: 1,
+                image: Some(image),
+            }
         }
     }
 }
@@ -200,16 +214,19 @@ pub(crate) struct Tail<S: Scalars> {
 }
 
 /// The shared end: cast `x` back to the model dtype; a system whose result is not finite (an overflow in the
-/// cast) is replaced by zeros and flagged, so no `NaN`/`inf` leaves a solver.
-pub(crate) fn finish<V: VectorSpace>(
+/// cast) is replaced by zeros and flagged, so no `NaN`/`inf` leaves a solver. The image of `x` (if carried) is
+/// zeroed on the same systems.
+pub(crate) fn finish<V: VectorSpace, W: Image<V::Scalar>>(
     x: &V,
+    image: Option<W>,
     b: &V,
     p: &KrylovParams,
     tail: Tail<V::Scalar>,
-) -> (V, SolveReport<V::Scalar>) {
+) -> SolvedWithImage<V, W> {
     let x = x.to_model(b);
     let finite = x.dot(&x, p.reduction).is_finite();
     let x = V::select(&finite, &x, &x.zeros_like());
+    let image = image.map(|w| W::select(&finite, &w, &w.zeros_like()));
     let (rr, threshold) = (&tail.rr, &tail.threshold);
     let at_threshold = rr.sub(threshold).nonzero().not();
     let converged = threshold.gt(rr).or(&at_threshold).and(&finite);
@@ -220,5 +237,20 @@ pub(crate) fn finish<V: VectorSpace>(
         breakdown: tail.breakdown.or(&finite.not()),
         converged,
     };
-    (x, report)
+    Ok((x, image, report))
+}
+
+/// `image + a · term` for a step `x ← x + a p` whose `p` had image `term`; systems outside `ok` (whose step
+/// coefficient is zero) take no part, so a non-finite image of a rejected step never leaks in as `0 · NaN`.
+pub(crate) fn accumulate<S: Scalars, W: Image<S>>(image: Option<W>, ok: &S::Mask, a: &S, term: &W) -> W {
+    let term = W::select(ok, term, &term.zeros_like());
+    match image {
+        None => term.scale(a),
+        Some(w) => w.axpy(a, &term),
+    }
+}
+
+/// Drops the image of a plain solve.
+pub(crate) fn plain<V: VectorSpace>(solved: SolvedWithImage<V, NoImage>) -> Solved<V> {
+    solved.map(|(x, _, report)| (x, report))
 }

@@ -234,6 +234,69 @@ impl_array1!(f32);
 impl_array1!(f64);
 
 // ------------------------------------------------------------------------------------------------------------
+// Images: a second vector carried beside each operator input.
+
+/// The image `L v` of a solver's vector under a fixed linear map `L`, carried beside the Krylov iterate
+/// (SPEC.md §5.8).
+///
+/// When the operator is a composition `K v = B v + A (L v)` that computes `L v` anyway (MMPS: `L v = σ² Jᵀ Aᵀ v`,
+/// one VJP), every iterate `x` is a combination `Σ c_i p_i` of vectors `p_i` the operator was applied to, so
+/// `L x = Σ c_i (L p_i)` follows from the images the solver has already seen, without applying `L` once more
+/// ([`Krylov::solve_with_image`](crate::Krylov::solve_with_image)). The image of a row may have another shape
+/// than the row itself (an `x`-space vector beside a `y`-space one); its leading dimension indexes the same
+/// systems.
+pub trait Image<S: Scalars>: Sized {
+    /// `self + a · x` with a per-system `a` broadcast over each row of the image.
+    fn axpy(&self, a: &S, x: &Self) -> Self;
+    /// `a · self` with a per-system `a`.
+    fn scale(&self, a: &S) -> Self;
+    /// Per system: the rows of `a` where `mask` is set, else those of `b`.
+    fn select(mask: &S::Mask, a: &Self, b: &Self) -> Self;
+    /// Zeros of the same shape, dtype and device.
+    fn zeros_like(&self) -> Self;
+}
+
+/// No image: what the plain solvers carry (every operation is free).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoImage;
+
+impl<S: Scalars> Image<S> for NoImage {
+    fn axpy(&self, _a: &S, _x: &Self) -> Self {
+        NoImage
+    }
+    fn scale(&self, _a: &S) -> Self {
+        NoImage
+    }
+    fn select(_mask: &S::Mask, _a: &Self, _b: &Self) -> Self {
+        NoImage
+    }
+    fn zeros_like(&self) -> Self {
+        NoImage
+    }
+}
+
+macro_rules! impl_array1_image {
+    ($t:ty) => {
+        impl Image<f64> for Array1<$t> {
+            fn axpy(&self, a: &f64, x: &Self) -> Self {
+                VectorSpace::axpy(self, a, x)
+            }
+            fn scale(&self, a: &f64) -> Self {
+                VectorSpace::scale(self, a)
+            }
+            fn select(mask: &bool, a: &Self, b: &Self) -> Self {
+                <Self as VectorSpace>::select(mask, a, b)
+            }
+            fn zeros_like(&self) -> Self {
+                VectorSpace::zeros_like(self)
+            }
+        }
+    };
+}
+impl_array1_image!(f32);
+impl_array1_image!(f64);
+
+// ------------------------------------------------------------------------------------------------------------
 // libtorch implementation: a batch of systems.
 
 /// Per-system scalars of a batched tensor solve: an `f64` tensor `[N, 1, ..., 1]` (or `[1, ..., 1]` in
@@ -397,6 +460,41 @@ impl VectorSpace for Tensor {
     }
     fn epsilon(&self) -> f64 {
         kind_epsilon(self.kind())
+    }
+}
+
+/// A per-system tensor (`[N, 1, …]` scalars or flags, or `[1, …]` in global mode) reshaped to broadcast over
+/// the rows of `like` (`[N, …]` of any rank), in `kind` when given.
+fn rows_like(t: &Tensor, like: &Tensor, kind: Option<Kind>) -> Tensor {
+    let t = match kind {
+        Some(k) if t.kind() != k => t.to_kind(k),
+        _ => t.shallow_clone(),
+    };
+    let nd = like.dim();
+    if nd == 0 {
+        return t.reshape(Vec::<i64>::new());
+    }
+    let mut shape = vec![1i64; nd];
+    shape[0] = t.numel() as i64;
+    if t.size() == shape {
+        t
+    } else {
+        t.reshape(shape)
+    }
+}
+
+impl Image<TensorScalars> for Tensor {
+    fn axpy(&self, a: &TensorScalars, x: &Self) -> Self {
+        self.addcmul(&rows_like(&a.0, x, Some(x.kind())), x)
+    }
+    fn scale(&self, a: &TensorScalars) -> Self {
+        self * rows_like(&a.0, self, Some(self.kind()))
+    }
+    fn select(mask: &TensorMask, a: &Self, b: &Self) -> Self {
+        a.where_self(&rows_like(&mask.0, a, None), b)
+    }
+    fn zeros_like(&self) -> Self {
+        Tensor::zeros_like(self)
     }
 }
 

@@ -7,7 +7,7 @@
 //! forward(B)  = 2 · B · Σ_layers in · out              (one network call on B samples)
 //! VJP(B)      ≈ 2 · forward(B)                         (one backward pass through the kept graph)
 //! train step  ≈ 3 · forward(batch)                    (forward + backward)
-//! E-step      = calls · [forward(N) + vjps · VJP(N)]   (calls = T (1 + C) + 1; vjps = CG iterations + 1)
+//! E-step      = calls · [forward(N) + vjps · VJP(N)]   (calls = T (1 + C) + 1; vjps = CG iterations)
 //! ```
 
 use std::fmt::Write as _;
@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 use super::config::ManifoldConfig;
 use super::data::ManifoldData;
 use super::error::{ManifoldError, Result};
-use crate::config::{Covariance, SamplerSpec};
+use crate::config::{Covariance, SamplerSpec, SolverMethod};
 use crate::estep::{posterior_samples, EStepPlan};
 use crate::gaussian::GaussianPrior;
 use crate::mstep::m_step;
@@ -191,7 +191,11 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
     let forward = |b: f64| 2.0 * b * macs;
     let calls = sampler.denoiser_calls();
     let vjps_per_call = match em.estep.posterior.covariance {
-        Covariance::Tweedie => em.estep.posterior.solver.iterations + 1,
+        // One VJP per operator application; the last product comes from the solve (SPEC.md §5.8 less one).
+        Covariance::Tweedie => match em.estep.posterior.solver.method {
+            SolverMethod::Bicgstab => 2 * em.estep.posterior.solver.iterations,
+            _ => em.estep.posterior.solver.iterations,
+        },
         _ => 1,
     };
     let n = data.len() as f64;

@@ -3,5 +3,6 @@
 mod batched;
 mod common;
 mod dplr;
+mod images;
 mod ppca;
 mod solvers;

@@ -14,7 +14,7 @@
 //!
 //! | method | forwards | VJPs per call |
 //! | --- | --- | --- |
-//! | [`Mmps`], Tweedie, n CG/GMRES iterations | 1 | n + 1 (BiCGSTAB: 2n + 1) |
+//! | [`Mmps`], Tweedie, n CG/GMRES iterations | 1 | n (BiCGSTAB: 2n); SPEC.md's n + 1 less the last |
 //! | [`Mmps`] with a [`CovHeuristic`], [`Pgdm`] | 1 | 1 |
 //! | [`Tmpd`] | 1 | 2 |
 //! | [`DiffPir`] | 1 | 0 |
@@ -116,6 +116,17 @@ impl SolverConfig {
     pub(crate) fn solve(&self, op: impl Fn(&Tensor) -> Tensor, b: &Tensor) -> Result<(Tensor, usize)> {
         let (v, report) = self.method.solve(op, b, None, &self.params())?;
         Ok((v, report.applications))
+    }
+
+    /// Solves `K v = b` from `v_0 = 0` for an operator that returns `(K u, L u)`; returns `L v` (`None` when it
+    /// is zero: no step was taken) and the number of operator applications ([`Krylov::solve_with_image`]).
+    pub(crate) fn solve_image(
+        &self,
+        op: impl Fn(&Tensor) -> (Tensor, Tensor),
+        b: &Tensor,
+    ) -> Result<(Option<Tensor>, usize)> {
+        let (_, image, report) = self.method.solve_with_image(op, b, None, &self.params())?;
+        Ok((image, report.applications))
     }
 }
 
