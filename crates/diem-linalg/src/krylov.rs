@@ -40,6 +40,22 @@ impl Krylov {
     /// (SPEC.md §5.1, §5.8): `n` VJPs per call with `n` CG or GMRES iterations instead of `n + 1`. The image is
     /// `None` when no operator input contributed (`x0 = None` and no accepted step), i.e. `L x = 0`; systems whose
     /// solution is zeroed for being non-finite have their image zeroed too.
+    ///
+    /// ```
+    /// use diem_linalg::{Krylov, KrylovParams};
+    /// use ndarray::{array, Array1};
+    ///
+    /// // K v = v / 2 + A (L v) with L = Aᵀ: a 2 × 2 SPD system whose image lives in R³.
+    /// let a = array![[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]];
+    /// let op = |v: &Array1<f64>| {
+    ///     let image = a.t().dot(v);
+    ///     (v * 0.5 + a.dot(&image), image)
+    /// };
+    /// let b = array![1.0, 2.0];
+    /// let (x, image, _) = Krylov::Cg.solve_with_image(op, &b, None, &KrylovParams::new(2)).unwrap();
+    /// let image = image.expect("CG took a step");
+    /// assert!((&image - &a.t().dot(&x)).iter().all(|e| e.abs() < 1e-12)); // L x, with no third application
+    /// ```
     pub fn solve_with_image<V: VectorSpace, W: Image<V::Scalar>>(
         self,
         op: impl Fn(&V) -> (V, W),
