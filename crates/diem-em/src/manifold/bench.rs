@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! forward(B)  = 2 · B · Σ_layers in · out              (one network call on B samples)
-//! VJP(B)      ≈ 2 · forward(B)                         (one backward pass through the kept graph)
-//! train step  ≈ 3 · forward(batch)                    (forward + backward)
+//! VJP(B)      ≈ forward(B)                             (a backward pass to the input only: one matmul per layer)
+//! train step  ≈ 3 · forward(batch)                    (forward + backward to inputs and weights)
 //! E-step      = calls · [forward(N) + vjps · VJP(N)]   (calls = T (1 + C) + 1; vjps = CG iterations)
 //! ```
 
@@ -110,8 +110,9 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "\nFLOPs are analytic: forward = 2·B·Σ in·out over the MLP's linear layers, VJP ≈ 2× forward, training \
-             step ≈ 3× forward."
+            "\nFLOPs are analytic: forward = 2·B·Σ in·out over the MLP's linear layers, VJP ≈ 1× forward (the input \
+             gradient only: one matmul per linear layer), training step ≈ 3× forward (forward + input and weight \
+             gradients)."
         );
         s
     }
@@ -199,7 +200,7 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
         _ => 1,
     };
     let n = data.len() as f64;
-    let estep_flops = calls as f64 * (forward(n) + vjps_per_call as f64 * 2.0 * forward(n));
+    let estep_flops = calls as f64 * (1 + vjps_per_call) as f64 * forward(n);
     let mstep_flops = em.mstep.steps as f64 * 3.0 * forward(em.mstep.batch_size as f64);
     let network = match &em.network {
         NetworkConfig::Mlp(m) => {
