@@ -22,8 +22,9 @@
 //!
 //! All wrappers work on the whole batch at once, with per-sample operators `A_b`, per-sample noise levels and
 //! per-sample Krylov systems (SPEC.md §6, §12.2 "Batch coupling"). Autograd is enabled only inside one
-//! `denoise` call: the forward graph is kept across the solver's VJPs and released by the last one, and the
-//! returned tensor never requires grad (SPEC.md §12.2 "Graph lifetime").
+//! `denoise` call: the forward graph is kept across the solver's VJPs and released when the call returns (or by
+//! a final VJP that does not keep it), and the returned tensor never requires grad (SPEC.md §12.2 "Graph
+//! lifetime").
 
 pub mod diffpir;
 pub mod dps;
