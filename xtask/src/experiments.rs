@@ -171,6 +171,40 @@ fn mib(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |m| format!("{m:.0}"))
 }
 
+/// The methods `bench posterior` compares, in report order.
+const METHODS: [&str; 4] = ["ddim", "dps", "mmps1", "mmps3"];
+
+/// The glibc setting of the memory runs: a fixed mmap threshold (64 KiB), so freed tensors leave the RSS.
+const LIVE_ENV: (&str, &str) = ("MALLOC_MMAP_THRESHOLD_", "65536");
+
+/// Sampler steps of the memory runs (memory is flat in the number of steps).
+const LIVE_STEPS: usize = 16;
+
+/// Peak RSS − RSS before sampling.
+fn rss_growth(r: &Row) -> Option<f64> {
+    r.peak_rss_mib.zip(r.base_rss_mib).map(|(p, q)| p - q)
+}
+
+/// The line that checks issue 6's memory target: diem's MMPS(1) and MMPS(3) peak over diem's DPS peak, as whole
+/// process and as growth during sampling; empty when a method is missing.
+fn memory_ratios(rows: &[(&str, Row, Row)], what: &str) -> String {
+    let find = |m: &str| rows.iter().find(|r| r.0 == m).map(|r| r.1.clone());
+    let (Some(dps), Some(mmps1), Some(mmps3)) = (find("dps"), find("mmps1"), find("mmps3")) else {
+        return String::new();
+    };
+    let whole = |x: &Row| x.peak_rss_mib.zip(dps.peak_rss_mib).map(|(p, q)| p / q);
+    let growth = |x: &Row| rss_growth(x).zip(rss_growth(&dps)).map(|(p, q)| p / q);
+    let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |r| format!("{r:.3}×"));
+    format!(
+        "\nPeak memory of diem's MMPS relative to diem's DPS (target ≤ 1.15×), {what}: MMPS(1) {}, MMPS(3) {}; \
+         growth during sampling (peak − RSS before sampling) MMPS(1) {}, MMPS(3) {}.\n",
+        fmt(whole(&mmps1)),
+        fmt(whole(&mmps3)),
+        fmt(growth(&mmps1)),
+        fmt(growth(&mmps3)),
+    )
+}
+
 /// `cargo xtask bench posterior`: ours vs azula 0.11.1, each method in its own process.
 pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCode> {
     let (quick, samples, steps) = (args.quick, args.samples, args.steps);
@@ -197,28 +231,48 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
     let args_device = args.device.clone();
     let mut rows = Vec::new();
     let mut spreads = Vec::new();
-    for method in ["ddim", "dps", "mmps1", "mmps3"] {
-        let args = ["--method", method, "--steps", &t.to_string(), "--threads", &threads];
+    let ours_cmd = |method: &str, steps: &str| -> Result<Command> {
+        let mut cmd = bin_command(root, &env, &bin)?;
+        cmd.env("DIEM_DEVICE", &args_device).arg("run").arg("--problem").arg(&problem);
+        cmd.args(["--method", method, "--steps", steps, "--threads", &threads]);
+        Ok(cmd)
+    };
+    let theirs_cmd = |method: &str, steps: &str| -> Result<Command> {
+        let mut cmd = bin_command(root, &env, &python)?;
+        cmd.arg(root.join("benches").join("python").join("azula_posterior.py"))
+            .arg("--problem")
+            .arg(&problem);
+        cmd.args(["--method", method, "--steps", steps, "--threads", &threads, "--device", &args_device]);
+        Ok(cmd)
+    };
+    let steps_arg = t.to_string();
+    for method in METHODS {
         let (mut ours_runs, mut their_runs) = (Vec::new(), Vec::new());
         for rep in 1..=repeat {
-            let mut ours = bin_command(root, &env, &bin)?;
-            ours.env("DIEM_DEVICE", &args_device).arg("run").arg("--problem").arg(&problem).args(args);
             eprintln!("xtask: diem  {method} (N = {n}, T = {t}), run {rep}/{repeat}");
-            ours_runs.push(run_json(ours, &format!("diem {method}"))?);
-            let mut theirs = bin_command(root, &env, &python)?;
-            theirs
-                .arg(root.join("benches").join("python").join("azula_posterior.py"))
-                .arg("--problem")
-                .arg(&problem)
-                .args(args)
-                .args(["--device", &args_device]);
+            ours_runs.push(run_json(ours_cmd(method, &steps_arg)?, &format!("diem {method}"))?);
             eprintln!("xtask: azula {method}, run {rep}/{repeat}");
-            their_runs.push(run_json(theirs, &format!("azula {method}"))?);
+            their_runs.push(run_json(theirs_cmd(method, &steps_arg)?, &format!("azula {method}"))?);
         }
         spreads.push((spread(&ours_runs), spread(&their_runs)));
         let a = median_run(ours_runs).context("no diem run")?;
         let b = median_run(their_runs).context("no azula run")?;
         rows.push((method, a, b));
+    }
+    // Memory runs: with a fixed mmap threshold glibc returns every large block to the system when it is freed,
+    // so peak RSS follows the live tensors instead of the heap glibc keeps for reuse. Sampling memory is flat in
+    // the number of steps, so a short run reaches the peak.
+    let live_steps = t.min(LIVE_STEPS).to_string();
+    let mut live = Vec::new();
+    for method in METHODS {
+        eprintln!("xtask: memory run, {method} (T = {live_steps}, {}={})", LIVE_ENV.0, LIVE_ENV.1);
+        let mut ours = ours_cmd(method, &live_steps)?;
+        ours.env(LIVE_ENV.0, LIVE_ENV.1);
+        let mut theirs = theirs_cmd(method, &live_steps)?;
+        theirs.env(LIVE_ENV.0, LIVE_ENV.1);
+        let a = run_json(ours, &format!("diem {method} (memory run)"))?;
+        let b = run_json(theirs, &format!("azula {method} (memory run)"))?;
+        live.push((method, a, b));
     }
     let mut md = format!(
         "# Posterior sampling: diem vs azula {AZULA_VERSION}\n\nManifold MLP (5 → 256×3 → 5, random weights), N = {n}, \
@@ -230,7 +284,6 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     );
     for ((m, a, b), (sa, sb)) in rows.iter().zip(&spreads) {
-        let delta = |r: &Row| r.peak_rss_mib.zip(r.base_rss_mib).map(|(p, q)| p - q);
         let cpu = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |c| format!("{c:.1}"));
         let cpu_ratio =
             b.cpu_seconds.zip(a.cpu_seconds).map_or_else(|| "n/a".into(), |(x, y)| format!("{:.2}×", x / y));
@@ -244,28 +297,30 @@ pub fn bench_posterior(root: &Path, args: &BenchPosteriorArgs) -> Result<ExitCod
             cpu(a.cpu_seconds),
             cpu(b.cpu_seconds),
             mib(a.peak_rss_mib),
-            mib(delta(a)),
+            mib(rss_growth(a)),
             mib(b.peak_rss_mib),
-            mib(delta(b)),
+            mib(rss_growth(b)),
             if b.finite == Some(false) { ", non-finite output" } else { "" }
         ));
     }
-    let find = |m: &str| rows.iter().find(|r| r.0 == m).map(|r| r.1.clone());
-    if let (Some(dps), Some(mmps1), Some(mmps3)) = (find("dps"), find("mmps1"), find("mmps3")) {
-        let whole = |x: &Row| x.peak_rss_mib.zip(dps.peak_rss_mib).map(|(p, q)| p / q);
-        let delta = |x: &Row| x.peak_rss_mib.zip(x.base_rss_mib).map(|(p, q)| p - q);
-        let growth = |x: &Row| delta(x).zip(delta(&dps)).map(|(p, q)| p / q);
-        let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |r| format!("{r:.3}×"));
+    md.push_str(&memory_ratios(&rows, "whole-process peak RSS"));
+    md.push_str(&format!(
+        "\n## Live memory\n\nOne more run per method (T = {live_steps}) with `{}={}`: glibc then returns every \
+         block of 64 KiB or more to the system when it is freed, so peak RSS follows the live tensors rather than \
+         the heap it keeps for reuse (the figures above). Both sides run under the same setting.\n\n\
+         | method | diem peak MiB (Δ) | azula peak MiB (Δ) |\n| --- | ---: | ---: |\n",
+        LIVE_ENV.0, LIVE_ENV.1
+    ));
+    for (m, a, b) in &live {
         md.push_str(&format!(
-            "\nPeak memory of diem's MMPS relative to diem's DPS (target ≤ 1.15×): whole-process peak RSS \
-             MMPS(1) {}, MMPS(3) {}; growth during sampling (peak RSS − RSS before sampling) MMPS(1) {}, \
-             MMPS(3) {}.\n",
-            fmt(whole(&mmps1)),
-            fmt(whole(&mmps3)),
-            fmt(growth(&mmps1)),
-            fmt(growth(&mmps3)),
+            "| {m} | {} ({}) | {} ({}) |\n",
+            mib(a.peak_rss_mib),
+            mib(rss_growth(a)),
+            mib(b.peak_rss_mib),
+            mib(rss_growth(b))
         ));
     }
+    md.push_str(&memory_ratios(&live, "live-memory peak RSS"));
     let report = dir.join("report.md");
     crate::write_atomic(&report, md.as_bytes())?;
     println!("{md}");
