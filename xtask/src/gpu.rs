@@ -98,6 +98,31 @@ fn copy_stripped(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `exe` will load libtorch's CUDA runtime: with a libtorch that ships `libtorch_cuda.so`, the
+/// executable must list it in `DT_NEEDED` (`readelf -d`), or CUDA looks absent on the GPU machine (the
+/// `diem-build` crate links it). Skipped, with a note, when `readelf` is not installed.
+fn check_links_torch_cuda(env: &TorchEnv, exe: &Path) -> Result<()> {
+    if !env.lib_dir.join("libtorch_cuda.so").is_file() {
+        return Ok(());
+    }
+    let Ok(out) = Command::new("readelf").arg("-d").arg(exe).output() else {
+        eprintln!(
+            "xtask: note: readelf is not installed; not checking that {} links libtorch_cuda",
+            exe.display()
+        );
+        return Ok(());
+    };
+    let table = String::from_utf8_lossy(&out.stdout);
+    if !table.contains("[libtorch_cuda.so]") {
+        bail!(
+            "{} does not link libtorch_cuda.so (readelf -d shows no such NEEDED entry): CUDA would look absent \
+             on the GPU machine. Its crate needs the one-line build.rs that calls diem_build::link_torch_cuda()",
+            exe.display()
+        );
+    }
+    Ok(())
+}
+
 /// `cargo xtask gpu-pack [--out .device]`.
 pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
     let env = torch::setup(root)?;
@@ -119,6 +144,7 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
         let exe =
             exes.last().with_context(|| format!("cargo built no test binary for {package} {target}"))?;
         let name = format!("test-{package}-{}", target.trim_start_matches("--"));
+        check_links_torch_cuda(&env, exe)?;
         copy_stripped(exe, &stage.join(&name))?;
         eprintln!("xtask: packed {name}");
     }
@@ -128,6 +154,7 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
             .iter()
             .find(|p| p.file_name().is_some_and(|n| n == *bin))
             .with_context(|| format!("cargo built no binary {bin} in {package}"))?;
+        check_links_torch_cuda(&env, exe)?;
         copy_stripped(exe, &stage.join(bin))?;
         eprintln!("xtask: packed {bin}");
     }

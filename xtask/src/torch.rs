@@ -83,6 +83,9 @@ impl TorchEnv {
                 vars.push(("PATH".to_string(), prepend_path("PATH", &venv.join("bin"))?));
             }
         }
+        // The build scripts of the crates that link libtorch read this to decide whether to link
+        // libtorch_cuda.so with --no-as-needed (crate diem-build).
+        vars.push(("DIEM_TORCH_LIB".to_string(), self.lib_dir.clone().into_os_string()));
         let lib_var = library_path_var();
         if lib_var == "PATH" {
             // Windows: the loader searches PATH; merge with the venv entry above if any.
@@ -130,6 +133,7 @@ impl TorchEnv {
                 ));
             }
         }
+        out.push_str(&format!("export DIEM_TORCH_LIB={}\n", shell_quote(&self.lib_dir.to_string_lossy())));
         let var = library_path_var();
         out.push_str(&format!(
             "export {var}={}\"${{{var}:+:${var}}}\"\n",

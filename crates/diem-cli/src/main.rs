@@ -197,6 +197,13 @@ fn fit(
 fn info(device: Option<String>) -> Result<()> {
     let resolved = resolve(device)?;
     println!("diem {}", env!("CARGO_PKG_VERSION"));
+    let yes_no = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown (no /proc/self/maps)",
+    };
+    println!("libtorch has CUDA: {}", yes_no(diem_models::device::libtorch_has_cuda()));
+    println!("CUDA runtime loaded: {}", yes_no(diem_models::device::cuda_runtime_loaded()));
     println!("CUDA available: {}", tch::Cuda::is_available());
     println!("CUDA devices: {}", diem_models::device::cuda_device_count());
     println!("cuDNN available: {}", tch::Cuda::cudnn_is_available());

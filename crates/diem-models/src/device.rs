@@ -5,6 +5,7 @@
 //! [`tch::Device`] down.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use tch::{Cuda, Device};
@@ -103,6 +104,39 @@ pub fn cuda_device_count() -> usize {
     } else {
         0
     }
+}
+
+/// The paths of the files this process has mapped (its shared libraries among them), read from
+/// `/proc/self/maps`. `None` where the platform has no such file (not Linux).
+fn mapped_libraries() -> Option<Vec<PathBuf>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut libs: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    Some(libs)
+}
+
+/// Whether this process has `libtorch_cuda.so` loaded, i.e. whether libtorch's CUDA runtime can register
+/// itself. A binary linked without it (rustc's `--as-needed` drops it; the `diem-build` crate keeps it)
+/// reports no CUDA device even on a GPU machine. `None` where the loaded libraries cannot be listed (not
+/// Linux).
+pub fn cuda_runtime_loaded() -> Option<bool> {
+    let libs = mapped_libraries()?;
+    Some(libs.iter().any(|p| p.file_name().is_some_and(|n| n == "libtorch_cuda.so")))
+}
+
+/// Whether the libtorch this process runs on ships `libtorch_cuda.so` beside the loaded `libtorch_cpu.so`
+/// (a CUDA build, such as the PyPI wheel). `None` where the loaded libraries cannot be listed or
+/// `libtorch_cpu.so` is not among them.
+pub fn libtorch_has_cuda() -> Option<bool> {
+    let libs = mapped_libraries()?;
+    let cpu = libs.iter().find(|p| p.file_name().is_some_and(|n| n == "libtorch_cpu.so"))?;
+    Some(cpu.with_file_name("libtorch_cuda.so").is_file())
 }
 
 /// The device named by [`DEVICE_VAR`], or [`DeviceChoice::Auto`] when it is unset.
