@@ -145,6 +145,17 @@ pub struct GuidanceStats {
     pub solver_applications: usize,
 }
 
+impl std::ops::AddAssign for GuidanceStats {
+    /// Adds every counter (totals over the chunks of an E-step).
+    fn add_assign(&mut self, other: Self) {
+        let Self { calls, forwards, vjps, solver_applications } = other;
+        self.calls += calls;
+        self.forwards += forwards;
+        self.vjps += vjps;
+        self.solver_applications += solver_applications;
+    }
+}
+
 /// Interior-mutable counters (guidance wrappers are used through `&self`).
 #[derive(Debug, Default)]
 pub(crate) struct StatsCell(Cell<GuidanceStats>);
