@@ -78,6 +78,7 @@ pub use prepare::{
 };
 pub use report::{paper_rows, report_markdown, write_report, PaperRow, PAPER_TABLE, REPORT_FILE};
 pub use run::{
-    ensure_prepared, run_experiment, stored_config, ExperimentSummary, RunOptions, CIFAR_CONFIG_FILE,
+    ensure_prepared, run_experiment, run_experiment_on, stored_config, ExperimentSummary, RunOptions,
+    CIFAR_CONFIG_FILE,
 };
 pub use synthetic::{synthetic_data, synthetic_split, write_synthetic, SyntheticFiles, SyntheticSpec};

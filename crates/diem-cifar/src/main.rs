@@ -17,10 +17,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use diem_cifar::{
-    download_archive, prepare, run_experiment, write_synthetic, CifarConfig, CifarSource, DownloadOptions,
+    download_archive, prepare, run_experiment_on, write_synthetic, CifarConfig, CifarSource, DownloadOptions,
     PrepareConfig, RunOptions, SyntheticSpec,
 };
-use diem_models::DeviceChoice;
 
 /// The corrupted CIFAR-10 experiment of DiEM (SPEC.md §9b).
 #[derive(Parser, Debug)]
@@ -228,10 +227,7 @@ fn reproduce_cmd(args: &ReproduceArgs) -> Result<()> {
         config.data_seed = s;
     }
     config.em.progress = !args.quiet;
-    let device = match &args.device {
-        Some(d) => d.parse::<DeviceChoice>()?.resolve()?,
-        None => diem_models::device_from_env()?,
-    };
+    let (device, comm) = diem_em::dist::launch(args.device.as_deref(), None)?;
     let out =
         args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/cifar-rho{:.2}-{preset}", args.rho)));
     let options = RunOptions {
@@ -244,13 +240,18 @@ fn reproduce_cmd(args: &ReproduceArgs) -> Result<()> {
         inception: args.inception.clone(),
     };
     eprintln!(
-        "diem-cifar: preset `{preset}`, ρ = {}, {} laps, on {device:?} with {} libtorch threads → {}",
+        "diem-cifar: preset `{preset}`, ρ = {}, {} laps, on {device:?} with {} libtorch threads → {}{}",
         args.rho,
         config.em.laps,
         tch::get_num_threads(),
-        out.display()
+        out.display(),
+        if comm.size() > 1 { format!(" (rank {} of {})", comm.rank(), comm.size()) } else { String::new() }
     );
-    let summary = run_experiment(&config, &out, &options).context("the CIFAR-10 run failed")?;
+    let root = comm.is_root();
+    let summary = run_experiment_on(comm, &config, &out, &options).context("the CIFAR-10 run failed")?;
+    if !root {
+        return Ok(());
+    }
     if let Some(last) = summary.metrics.last() {
         let fid = last.get("fid").and_then(serde_json::Value::as_f64);
         let is = last.get("is_mean").and_then(serde_json::Value::as_f64);

@@ -8,7 +8,7 @@ use std::time::Instant;
 use diem_em::{EmError, GaussianPrior, LapContext, LapObserver, SamplerSpec};
 use diem_plot::{image_grid, Image};
 use diem_sampling::NoiseRng;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -97,15 +97,7 @@ impl CifarObserver {
     }
 
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
-        if !self.config.em.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len);
-        let template = format!("{{bar:30}} {{pos}}/{{len}} {what} [{{elapsed_precise}}]");
-        if let Ok(style) = ProgressStyle::with_template(&template) {
-            bar.set_style(style);
-        }
-        bar
+        diem_models::progress::progress_bar(len, what, self.config.em.progress)
     }
 
     /// `n` prior samples in chunks of the eval batch, quantized to `uint8` on the CPU; chunk `c` uses

@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use diem_operators::{Mask, NoiseCov, Observation};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ndarray::{Array4, ArrayD};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use serde::{Deserialize, Serialize};
@@ -258,14 +258,7 @@ pub fn read_images_npy(path: &Path) -> Result<Tensor> {
 }
 
 fn bar(len: u64, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} chunks [{elapsed_precise}] {msg}") {
-        bar.set_style(style);
-    }
-    bar
+    diem_models::progress::progress_bar(len, "chunks", show)
 }
 
 /// Writes the prepared folder `out` for `data` (module docs). `source` describes where the images came from

@@ -1,8 +1,11 @@
 //! [`run_experiment`]: data, observations, run directory, EM laps, evaluation and report in one call.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
+use diem_dist::{Communicator, Single};
+use diem_em::dist::{agreed, on_root};
 use diem_em::layout::{is_run_dir, METRICS_FILE};
 use diem_em::EmRun;
 use serde_json::Value;
@@ -112,27 +115,42 @@ pub fn ensure_prepared(
 /// [`CifarError::Config`] for an invalid configuration or when `out` already holds a run and neither
 /// `resume` nor `overwrite` is set; data, EM, sampling, metric, plot and IO errors.
 pub fn run_experiment(config: &CifarConfig, out: &Path, options: &RunOptions) -> Result<ExperimentSummary> {
+    run_experiment_on(Rc::new(Single), config, out, options)
+}
+
+/// [`run_experiment`] as one rank of a data-parallel run over `comm` (every rank calls it with the same
+/// arguments, under `mpirun` or `srun`): rank 0 prepares the data, writes the files and evaluates; every rank
+/// loads the observations and shares the E-steps and M-steps ([`diem_em::dist`]). A failure on any rank is
+/// every rank's error.
+///
+/// # Errors
+/// As [`run_experiment`]; [`CifarError::Em`] naming the failing rank on the other ranks.
+pub fn run_experiment_on(
+    comm: Rc<dyn Communicator>,
+    config: &CifarConfig,
+    out: &Path,
+    options: &RunOptions,
+) -> Result<ExperimentSummary> {
     let start = Instant::now();
     let existing = is_run_dir(out);
-    if existing && options.overwrite {
-        std::fs::remove_dir_all(out).map_err(|e| CifarError::io(out, e))?;
-    } else if existing && !options.resume {
-        return Err(CifarError::config(
+    let checked = if existing && !options.overwrite && !options.resume {
+        Err(CifarError::config(
             "out",
             format!("{} already holds a run: pass --resume or --overwrite", out.display()),
-        ));
+        ))
+    } else {
+        Ok(())
+    };
+    agreed(&*comm, checked)?;
+    if existing && options.overwrite {
+        on_root(&*comm, || std::fs::remove_dir_all(out).map_err(|e| CifarError::io(out, e)))?;
     }
     let resuming = existing && !options.overwrite;
-    let config = if resuming { stored_config(out)? } else { config.clone() };
-    config.validate()?;
-    std::fs::create_dir_all(out).map_err(|e| CifarError::io(out, e))?;
+    let config = agreed(&*comm, if resuming { stored_config(out) } else { Ok(config.clone()) })?;
+    agreed(&*comm, config.validate())?;
     let (data, prepared) = match &config.synthetic {
-        Some(s) => {
+        Some(_) => {
             let dir = out.join(SYNTHETIC_DIR);
-            if !dir.join(ARCHIVE_NAME).is_file() {
-                let spec = SyntheticSpec { train_per_file: s.train_per_file, test: s.test, seed: s.seed };
-                write_synthetic(&dir.join("raw"), &dir, &spec)?;
-            }
             (dir.clone(), dir.join("prepared"))
         }
         None => {
@@ -141,22 +159,39 @@ pub fn run_experiment(config: &CifarConfig, out: &Path, options: &RunOptions) ->
         }
     };
     let progress = config.em.progress;
-    ensure_prepared(&prepared, &data, config.rho, config.data_seed, options.download.as_ref(), progress)?;
-    let loaded = load_prepared(&prepared, config.rho, options.device, config.images.map(|n| n as i64))?;
-    eprintln!(
-        "diem-cifar: {} observations with ρ = {} (deleted fraction {:.4}) on {:?}",
-        loaded.observations.len(),
-        config.rho,
-        loaded.set.deleted_fraction,
-        options.device
-    );
+    on_root(&*comm, || {
+        std::fs::create_dir_all(out).map_err(|e| CifarError::io(out, e))?;
+        if let Some(s) = &config.synthetic {
+            if !data.join(ARCHIVE_NAME).is_file() {
+                let spec = SyntheticSpec { train_per_file: s.train_per_file, test: s.test, seed: s.seed };
+                write_synthetic(&data.join("raw"), &data, &spec)?;
+            }
+        }
+        ensure_prepared(&prepared, &data, config.rho, config.data_seed, options.download.as_ref(), progress)
+    })?;
+    let loaded = agreed(
+        &*comm,
+        load_prepared(&prepared, config.rho, options.device, config.images.map(|n| n as i64)),
+    )?;
+    if comm.is_root() {
+        eprintln!(
+            "diem-cifar: {} observations with ρ = {} (deleted fraction {:.4}) on {:?}",
+            loaded.observations.len(),
+            config.rho,
+            loaded.set.deleted_fraction,
+            options.device
+        );
+    }
     let mut run = if resuming {
-        EmRun::resume(out, loaded.observations, options.device)?
+        EmRun::resume_with(out, loaded.observations, options.device, comm.clone())?
     } else {
-        let run = EmRun::create(out, config.em.clone(), loaded.observations, options.device)?;
-        let text = serde_json::to_vec_pretty(&config)
-            .map_err(|source| CifarError::Json { path: out.join(CIFAR_CONFIG_FILE), source })?;
-        diem_em::io::write_atomic(&out.join(CIFAR_CONFIG_FILE), &text)?;
+        let run =
+            EmRun::create_with(out, config.em.clone(), loaded.observations, options.device, comm.clone())?;
+        on_root(&*comm, || {
+            let text = serde_json::to_vec_pretty(&config)
+                .map_err(|source| CifarError::Json { path: out.join(CIFAR_CONFIG_FILE), source })?;
+            diem_em::io::write_atomic(&out.join(CIFAR_CONFIG_FILE), &text).map_err(CifarError::from)
+        })?;
         run
     };
     // The test split's observations are the validation set (SPEC.md §8); with `--images` (a subset of the
@@ -165,15 +200,21 @@ pub fn run_experiment(config: &CifarConfig, out: &Path, options: &RunOptions) ->
         let keep = config.images.map_or(v.len(), |n| ((n / 5).max(1) as i64).min(v.len()));
         run = run.with_validation(v.narrow(0, keep))?;
     }
-    let fid = match &options.inception {
-        Some(path) => Some(FidEvaluator::new(path, options.device, &loaded.images, config.eval.batch, out)?),
-        None => None,
-    };
+    // Evaluation and reports are rank 0's (observers run there only).
     let inception = options.inception.as_ref().map(|p| p.display().to_string());
-    run.add_observer(Box::new(CifarObserver::new(&config, loaded.images, fid, inception.clone(), out)));
+    let fid = on_root::<_, CifarError>(&*comm, || match &options.inception {
+        Some(path) => {
+            Ok(Some(FidEvaluator::new(path, options.device, &loaded.images, config.eval.batch, out)?))
+        }
+        None => Ok(None),
+    })?
+    .flatten();
+    if comm.is_root() {
+        run.add_observer(Box::new(CifarObserver::new(&config, loaded.images, fid, inception.clone(), out)));
+    }
     run.run()?;
-    let metrics = diem_em::io::read_jsonl(&out.join(METRICS_FILE))?;
-    write_report(out, &config, &metrics, inception.as_deref())?;
+    let metrics = agreed(&*comm, diem_em::io::read_jsonl(&out.join(METRICS_FILE)).map_err(CifarError::from))?;
+    on_root(&*comm, || write_report(out, &config, &metrics, inception.as_deref()))?;
     Ok(ExperimentSummary { report: out.join(REPORT_FILE), metrics, seconds: start.elapsed().as_secs_f64() })
 }
 

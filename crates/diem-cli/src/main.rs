@@ -2,7 +2,8 @@
 //!
 //! - `diem info`: the compute environment.
 //! - `diem fit --observations obs.npz --config cfg.json --out runs/x [--resume]`: DiEM (Gaussian EM
-//!   initialization, then E/M laps) into a run directory; `--resume` continues a killed run.
+//!   initialization, then E/M laps) into a run directory; `--resume` continues a killed run. Under
+//!   `mpirun -np K` or `srun` it runs data-parallel on K ranks (built with the `mpi` feature).
 //! - `diem sample --prior DIR -n N --out samples.npy`: prior samples (DIR: a run directory or a `lap-NNN`).
 //! - `diem posterior --prior DIR --observations obs.npz --method mmps --out post.npy`: one posterior sample per
 //!   observation (methods: mmps, mmps-cov-x, mmps-cov-t, mmps-ones, mmps-zeros, pgdm, tmpd, diffpir, dps).
@@ -12,12 +13,13 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod fit;
 mod inspect;
 mod prior;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use diem_models::DeviceChoice;
 use tch::Device;
@@ -52,9 +54,17 @@ enum Cmd {
         /// Continue the run in --out after its last completed lap (its config.json is used).
         #[arg(long)]
         resume: bool,
-        /// Device: auto, cpu, cuda or cuda:N.
+        /// Device: auto, cpu, cuda or cuda:N. Under mpirun/srun, auto and cuda pick the GPU of the rank's
+        /// local rank.
         #[arg(long)]
         device: Option<String>,
+        /// Collectives across ranks: auto, single, mpi or nccl (default: $DIEM_DIST, else auto: MPI when a
+        /// launcher started several ranks, NCCL on top for CUDA when built with it).
+        #[arg(long)]
+        dist: Option<String>,
+        /// No progress display (without a terminal, progress is logged as timestamped lines on stderr).
+        #[arg(long)]
+        quiet: bool,
     },
     /// Draw samples from a trained prior.
     Sample {
@@ -129,9 +139,15 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Info { device } => info(device),
-        Cmd::Fit { observations, config, out, resume, device } => {
-            fit(&observations, config.as_deref(), &out, resume, resolve(device)?)
-        }
+        Cmd::Fit { observations, config, out, resume, device, dist, quiet } => fit::fit(&fit::FitArgs {
+            observations: &observations,
+            config: config.as_deref(),
+            out: &out,
+            resume,
+            device,
+            dist,
+            quiet,
+        }),
         Cmd::Sample { prior, n, out, sampler, steps, seed, device } => {
             prior::sample(&prior, n, &out, &sampler, steps, seed, resolve(device)?)
         }
@@ -166,32 +182,11 @@ fn main() -> Result<()> {
     }
 }
 
-fn resolve(device: Option<String>) -> Result<Device> {
+pub(crate) fn resolve(device: Option<String>) -> Result<Device> {
     Ok(match device {
         Some(text) => text.parse::<DeviceChoice>()?.resolve()?,
         None => diem_models::device_from_env()?,
     })
-}
-
-fn fit(
-    observations: &std::path::Path,
-    config: Option<&std::path::Path>,
-    out: &std::path::Path,
-    resume: bool,
-    device: Device,
-) -> Result<()> {
-    let obs = diem_operators::Observation::load(observations, device)
-        .with_context(|| format!("reading observations {}", observations.display()))?;
-    let mut run = if resume {
-        diem_em::EmRun::resume(out, obs, device)?
-    } else {
-        let path = config.context("--config is required unless --resume")?;
-        let cfg = diem_em::EmConfig::from_file(path)?;
-        diem_em::EmRun::create(out, cfg, obs, device)?
-    };
-    let summary = run.run()?;
-    println!("{} laps completed in {}", summary.completed_laps, out.display());
-    Ok(())
 }
 
 fn info(device: Option<String>) -> Result<()> {
@@ -208,6 +203,14 @@ fn info(device: Option<String>) -> Result<()> {
     println!("CUDA devices: {}", diem_models::device::cuda_device_count());
     println!("cuDNN available: {}", tch::Cuda::cudnn_is_available());
     println!("intra-op threads: {}", tch::get_num_threads());
+    println!("distributed back ends compiled: {}", diem_dist::build_fingerprint());
+    match diem_dist::Launch::detect() {
+        Some(l) => println!(
+            "launched as rank {} of {} (local rank {}), by {}",
+            l.rank, l.size, l.local_rank, l.launcher
+        ),
+        None => println!("launched as a single process"),
+    }
     println!("selected device: {resolved:?}");
     Ok(())
 }

@@ -84,6 +84,9 @@ pub enum EmError {
     /// A metric failed.
     #[error(transparent)]
     Metrics(#[from] diem_metrics::MetricsError),
+    /// A collective failed, the ranks disagree, or another rank failed (its error's text is carried).
+    #[error(transparent)]
+    Dist(#[from] diem_dist::DistError),
     /// A [`crate::LapObserver`] failed.
     #[error("observer `{name}`: {source}")]
     Observer {

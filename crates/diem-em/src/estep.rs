@@ -1,9 +1,11 @@
 //! The E-step: posterior samples for every observation, chunked, each chunk with its own derived seed
 //! (SPEC.md §7.4, §8; DESIGN.md "Reproducibility").
 
+use std::ops::Range;
+
 use diem_models::Denoiser;
 use diem_operators::Observation;
-use diem_sampling::{Mmps, MmpsConfig, NoiseRng, Sampler};
+use diem_sampling::{GuidanceStats, Mmps, MmpsConfig, NoiseRng, Sampler};
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
@@ -38,7 +40,8 @@ pub struct EStepPlan {
 ///
 /// Chunk `c` covers samples `c·chunk .. (c+1)·chunk` and draws its noise from
 /// `NoiseRng::seeded(derive_seed(seed, purpose, lap, c))`, so the result does not depend on anything but the
-/// plan (not on earlier chunks, threads or a resume). `progress` (if any) advances by one per chunk.
+/// plan (not on earlier chunks, threads, a resume or how chunks are shared between ranks). `progress` (if
+/// any) advances by one per chunk.
 ///
 /// # Errors
 /// [`EmError::Sampling`] when MMPS or the sampler fails (shapes, solver); [`EmError::Config`] for an empty
@@ -50,6 +53,35 @@ pub fn posterior_samples(
     plan: &EStepPlan,
     progress: Option<&ProgressBar>,
 ) -> Result<Tensor> {
+    let chunks = chunk_count(obs.len(), plan.samples_per_observation, plan.chunk);
+    Ok(posterior_shard(prior, obs, sampler, plan, 0..chunks, progress)?.samples)
+}
+
+/// What [`posterior_shard`] returns.
+#[derive(Debug)]
+pub struct EStepShard {
+    /// The samples of the shard's chunks, `[rows, ..x_shape]`, on the observations' device.
+    pub samples: Tensor,
+    /// The first row's index in the whole sample set (`chunks.start · chunk`).
+    pub first_row: i64,
+    /// The posterior denoiser's costs and solver events, summed over the shard's chunks.
+    pub stats: GuidanceStats,
+}
+
+/// The chunks `chunks` (a range of chunk indices, as [`crate::dist::shard_chunks`] gives a rank) of the
+/// E-step [`posterior_samples`] describes: the same samples, bit for bit, as rows
+/// `chunks.start·chunk ..` of the whole set. An empty range gives `[0, ..x_shape]`.
+///
+/// # Errors
+/// As [`posterior_samples`].
+pub fn posterior_shard(
+    prior: &dyn Denoiser,
+    obs: &Observation,
+    sampler: &dyn Sampler,
+    plan: &EStepPlan,
+    chunks: Range<u64>,
+    progress: Option<&ProgressBar>,
+) -> Result<EStepShard> {
     let n = obs.len();
     if n == 0 {
         return Err(EmError::config("observations", "the observation set is empty"));
@@ -59,10 +91,12 @@ pub fn posterior_samples(
     let home = obs.y.device();
     let device = plan.device.unwrap_or(home);
     let chunk = plan.chunk.max(1);
+    let rows = crate::dist::chunk_rows(&chunks, chunk, total);
     let mut parts = Vec::new();
-    let mut start = 0;
-    let mut c = 0u64;
-    while start < total {
+    let mut stats = GuidanceStats::default();
+    let mut start = rows.start;
+    let mut c = chunks.start;
+    while start < rows.end {
         let len = chunk.min(total - start);
         let indices: Vec<i64> = (start..start + len).map(|j| j % n).collect();
         let sub = obs.select(&indices);
@@ -72,6 +106,7 @@ pub fn posterior_samples(
         let mut shape = vec![len];
         shape.extend(&x_shape);
         let x = sampler.sample(&mmps, &shape, plan.kind, device, &mut rng)?;
+        stats += mmps.stats();
         parts.push(x.to_device(home));
         if let Some(bar) = progress {
             bar.inc(1);
@@ -79,7 +114,14 @@ pub fn posterior_samples(
         start += len;
         c += 1;
     }
-    Ok(Tensor::cat(&parts, 0))
+    let samples = if parts.is_empty() {
+        let mut shape = vec![0];
+        shape.extend(&x_shape);
+        Tensor::zeros(shape.as_slice(), (plan.kind, home))
+    } else {
+        Tensor::cat(&parts, 0)
+    };
+    Ok(EStepShard { samples, first_row: rows.start, stats })
 }
 
 /// The number of chunks [`posterior_samples`] runs.

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use diem_dist::{Communicator, Single};
 use diem_linalg::{ppca, Dplr};
 use diem_models::checkpoint::{read_safetensors, tensors_to_safetensors};
 use diem_models::{GaussianDenoiser, VeSchedule};
@@ -19,8 +20,9 @@ use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Covariance, GaussianEmConfig, PosteriorSpec, SolverSpec};
+use crate::dist::{broadcast_from_root, gather_to_root, shard_chunks, sync};
 use crate::error::{EmError, Result};
-use crate::estep::{posterior_samples, EStepPlan};
+use crate::estep::{chunk_count, posterior_shard, EStepPlan};
 use crate::io::write_atomic;
 use crate::seed::SeedPurpose;
 
@@ -160,7 +162,38 @@ pub fn fit_gaussian_with(
     progress: Option<&ProgressBar>,
     on_iteration: &mut dyn FnMut(usize, &GaussianPrior) -> Result<()>,
 ) -> Result<GaussianPrior> {
-    config.validate("gaussian")?;
+    fit_gaussian_on(&Single, obs, config, schedule, seed, progress, on_iteration)
+}
+
+/// [`fit_gaussian_with`] on the ranks of `comm`: every rank calls it with the same arguments. Each
+/// iteration's E-step chunks are shared between the ranks ([`crate::dist::shard_chunks`]), rank 0 gathers the
+/// samples (the same, bit for bit, as one process draws) and fits the PPCA, and every rank receives the fit.
+/// `on_iteration` runs on rank 0 only. A failure on any rank stops every rank with that error.
+///
+/// # Errors
+/// As [`fit_gaussian_with`]; [`EmError::Dist`] when a collective fails or another rank failed.
+pub fn fit_gaussian_on(
+    comm: &dyn Communicator,
+    obs: &Observation,
+    config: &GaussianEmConfig,
+    schedule: VeSchedule,
+    seed: u64,
+    progress: Option<&ProgressBar>,
+    on_iteration: &mut dyn FnMut(usize, &GaussianPrior) -> Result<()>,
+) -> Result<GaussianPrior> {
+    let checked = (|| {
+        config.validate("gaussian")?;
+        let x_shape = obs.operator.x_shape();
+        let n: i64 = x_shape.iter().product();
+        if config.rank as i64 > n {
+            return Err(EmError::config(
+                "gaussian.rank",
+                format!("must be ≤ the {n} entries per sample, got {}", config.rank),
+            ));
+        }
+        Ok((x_shape, n))
+    })();
+    let (x_shape, _) = sync(comm, checked)?;
     let n_obs = obs.len();
     let pairs = config.pair_indices(n_obs);
     let subset;
@@ -170,20 +203,13 @@ pub fn fit_gaussian_with(
     } else {
         obs
     };
-    let x_shape = obs.operator.x_shape();
-    let n: i64 = x_shape.iter().product();
-    if config.rank as i64 > n {
-        return Err(EmError::config(
-            "gaussian.rank",
-            format!("must be ≤ the {n} entries per sample, got {}", config.rank),
-        ));
-    }
     let kind = if obs.y.kind() == Kind::Double { Kind::Double } else { Kind::Float };
     let device = obs.y.device();
     let sampler = Ddim::new(schedule, TimeGrid::uniform(config.steps)?);
     let mut prior = GaussianPrior::standard(&x_shape, kind, device);
+    let chunks = chunk_count(data.len(), 1, config.chunk_size as i64);
+    let mine = shard_chunks(chunks, comm.rank(), comm.size());
     for it in 0..config.iterations {
-        let denoiser = prior.denoiser()?;
         let plan = EStepPlan {
             mmps: cov_x_mmps(&prior, &config.solver),
             samples_per_observation: 1,
@@ -194,11 +220,55 @@ pub fn fit_gaussian_with(
             lap: it as u64,
             device: None,
         };
-        let samples = posterior_samples(&denoiser, data, &sampler, &plan, progress)?;
-        prior = GaussianPrior::fit_ppca(&samples, config.rank)?;
-        on_iteration(it, &prior)?;
+        let local =
+            prior.denoiser().and_then(|d| posterior_shard(&d, data, &sampler, &plan, mine.clone(), progress));
+        let local = sync(comm, local)?;
+        let gathered = gather_to_root(comm, &local.samples)?;
+        let fitted = match gathered {
+            Some(samples) => {
+                let fit = GaussianPrior::fit_ppca(&samples.to_device(device), config.rank)
+                    .and_then(|p| on_iteration(it, &p).map(|()| p));
+                Some(sync(comm, fit)?)
+            }
+            None => {
+                sync(comm, Ok(()))?;
+                None
+            }
+        };
+        prior = GaussianPrior::broadcast_from_root(comm, fitted, &x_shape, device)?;
     }
     Ok(prior)
+}
+
+impl GaussianPrior {
+    /// Rank 0's prior (`Some` there) on every rank, on `device`: the mean and the DPLR factors are broadcast.
+    /// One process gets its prior back.
+    ///
+    /// # Errors
+    /// [`EmError::Dist`] when a collective fails; [`EmError::Linalg`] for inconsistent factors.
+    pub fn broadcast_from_root(
+        comm: &dyn Communicator,
+        root: Option<Self>,
+        x_shape: &[i64],
+        device: Device,
+    ) -> Result<Self> {
+        if comm.size() == 1 {
+            return root.ok_or_else(|| EmError::config("gaussian", "no prior to broadcast"));
+        }
+        let parts = root.map(|p| {
+            let mut v = vec![p.mean.shallow_clone(), p.cov.d().shallow_clone()];
+            if let (Some(u), Some(w)) = (p.cov.u(), p.cov.v()) {
+                v.extend([u.shallow_clone(), w.shallow_clone()]);
+            }
+            v
+        });
+        let mut parts = broadcast_from_root(comm, parts, device)?.into_iter();
+        let (Some(mean), Some(d)) = (parts.next(), parts.next()) else {
+            return Err(EmError::config("gaussian", "rank 0 broadcast no prior"));
+        };
+        let (u, v) = (parts.next(), parts.next());
+        Ok(Self { mean, cov: Dplr::new(d, u, v)?, x_shape: x_shape.to_vec() })
+    }
 }
 
 /// The exact posterior denoiser configuration for a Gaussian prior: MMPS with the `cov_x` covariance of the

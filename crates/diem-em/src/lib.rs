@@ -47,6 +47,7 @@
 
 pub mod config;
 pub mod diagnostics;
+pub mod dist;
 pub mod error;
 pub mod estep;
 pub mod gaussian;
@@ -64,10 +65,10 @@ pub use config::{
 };
 pub use diagnostics::{observation_diagnostic, sample_stats, ObservationDiagnostic, SampleStats};
 pub use error::{EmError, Result};
-pub use estep::{posterior_samples, EStepPlan};
-pub use gaussian::{cov_x_mmps, fit_gaussian, fit_gaussian_with, GaussianPrior};
+pub use estep::{posterior_samples, posterior_shard, EStepPlan, EStepShard};
+pub use gaussian::{cov_x_mmps, fit_gaussian, fit_gaussian_on, fit_gaussian_with, GaussianPrior};
 pub use io::{read_npy, write_npy, RunState};
-pub use mstep::{filter_samples, m_step, m_step_validated, ValidationRecord};
+pub use mstep::{filter_samples, m_step, m_step_parallel, m_step_validated, ValidationRecord};
 pub use observer::{LapContext, LapObserver};
 pub use run::{resolve_checkpoint, EmRun, RunSummary};
 pub use seed::{derive_seed, SeedPurpose};

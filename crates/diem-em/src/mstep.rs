@@ -1,7 +1,7 @@
 //! The M-step (SPEC.md §8): train the denoiser on the (filtered) E-step samples, continuing from the current
 //! weights with a fresh optimizer and a restarted EMA; with an EMA the model ends at the EMA weights.
 
-use diem_models::{Ema, PriorModel, Schedule, TrainConfig, TrainReport, Trainer};
+use diem_models::{Ema, GradientReducer, PriorModel, Schedule, TrainConfig, TrainReport, Trainer};
 use tch::{Kind, Tensor};
 
 use crate::error::{EmError, Result};
@@ -69,6 +69,25 @@ pub fn m_step_validated(
     seed: u64,
     lap: usize,
 ) -> Result<(TrainReport, Option<Ema>, Vec<ValidationRecord>)> {
+    m_step_parallel(model, data, validation, config, seed, lap, None)
+}
+
+/// [`m_step_validated`] as one rank of a data-parallel group: with `parallel = Some((reducer, b))` this
+/// rank draws `b` samples per step from its own `data` with its own `seed`, and `reducer` averages the
+/// gradients over the ranks before clipping ([`Trainer::with_gradient_reducer`]; see [`crate::dist`]).
+/// With `None` it is [`m_step_validated`].
+///
+/// # Errors
+/// As [`m_step_validated`]; an error of the group when another rank's step failed.
+pub fn m_step_parallel(
+    model: &PriorModel,
+    data: &Tensor,
+    validation: Option<(&Tensor, u64)>,
+    config: &TrainConfig,
+    seed: u64,
+    lap: usize,
+    parallel: Option<(Box<dyn GradientReducer>, i64)>,
+) -> Result<(TrainReport, Option<Ema>, Vec<ValidationRecord>)> {
     if data.size()[0] == 0 {
         return Err(EmError::EmptyTrainingSet { lap, total: 0 });
     }
@@ -91,6 +110,9 @@ pub fn m_step_validated(
     let data = data.to_kind(Kind::Float);
     let device = model.vs.device();
     let mut trainer = Trainer::new(&model.vs, config.clone())?;
+    if let Some((reducer, local_batch)) = parallel {
+        trainer = trainer.with_gradient_reducer(reducer, local_batch)?;
+    }
     let mut records = Vec::new();
     let report = match &fixed {
         None => trainer.fit(&model.denoiser, &data)?,

@@ -60,4 +60,4 @@ pub use prepare::{
 };
 pub use python::default_python;
 pub use report::{report_markdown, write_report, REPORT_FILE};
-pub use run::{reproduce, stored_run, ReproduceSummary, RunOptions, StoredRun, FASTMRI_FILE};
+pub use run::{reproduce, reproduce_on, stored_run, ReproduceSummary, RunOptions, StoredRun, FASTMRI_FILE};

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use diem_fastmri::{
-    make_fixture, prepare, reproduce, FastMriConfig, Normalization, PrepareConfig, RunOptions,
+    make_fixture, prepare, reproduce_on, FastMriConfig, Normalization, PrepareConfig, RunOptions,
 };
 
 /// The accelerated-MRI DiEM experiment (fastMRI knee, SPEC.md §9c).
@@ -167,7 +167,7 @@ fn main() -> Result<()> {
             }
             let out = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/fastmri-{name}")));
             let data = a.data.or_else(|| (name == "paper").then(|| PathBuf::from("data/cache/fastmri")));
-            let device = diem_models::device_from_env()?;
+            let (device, comm) = diem_em::dist::launch(None, None)?;
             // The CPU presets run many tiny ops: libtorch's thread pool only adds synchronization (and
             // spins badly on a shared 2-core machine), so they use one thread unless OMP_NUM_THREADS is set.
             if device == tch::Device::Cpu && name != "paper" && std::env::var_os("OMP_NUM_THREADS").is_none()
@@ -186,7 +186,11 @@ fn main() -> Result<()> {
                 python: a.python,
                 progress: true,
             };
-            let summary = reproduce(&config, data.as_deref(), &out, a.laps, &options)?;
+            let root = comm.is_root();
+            let summary = reproduce_on(comm, &config, data.as_deref(), &out, a.laps, &options)?;
+            if !root {
+                return Ok(());
+            }
             println!(
                 "fastmri: {} laps in {:.0} s; report: {}",
                 summary.metrics.len(),

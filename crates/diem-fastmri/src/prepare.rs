@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use diem_operators::{KSpace, NoiseCov, Observation};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -223,16 +223,7 @@ fn split_images(
 }
 
 fn bar(progress: bool, len: u64, what: &str) -> ProgressBar {
-    if !progress {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what} [{{elapsed_precise}}]"))
-    {
-        b.set_style(style);
-    }
-    b
+    diem_models::progress::progress_bar(len, what, progress)
 }
 
 /// Runs the whole preparation: extraction with h5py (`python`), per-volume normalization, the split, the

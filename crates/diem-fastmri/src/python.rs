@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{FastMriError, Result};
 
@@ -55,11 +54,7 @@ pub fn run_script(
                  and h5py) and run through `cargo xtask`, or set VIRTUAL_ENV"
             ),
         })?;
-    let bar = if progress { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
-    let template = format!("{{bar:30}} {{pos}}/{{len}} {what} [{{elapsed_precise}}]");
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style);
-    }
+    let bar = diem_models::progress::progress_bar(total.unwrap_or(0), what, progress);
     // stderr is drained on its own thread so a chatty script cannot block on a full pipe.
     let stderr = child.stderr.take().map(|mut s| {
         std::thread::spawn(move || {

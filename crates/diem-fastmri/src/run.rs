@@ -1,8 +1,11 @@
 //! [`reproduce`]: data (prepared, raw or the synthetic fixture), run directory, EM laps and report in one call.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
+use diem_dist::{Communicator, Single};
+use diem_em::dist::{agreed, on_root};
 use diem_em::layout::{is_run_dir, METRICS_FILE};
 use diem_em::EmRun;
 use serde::{Deserialize, Serialize};
@@ -120,19 +123,41 @@ pub fn reproduce(
     laps: Option<usize>,
     options: &RunOptions,
 ) -> Result<ReproduceSummary> {
+    reproduce_on(Rc::new(Single), config, data, out, laps, options)
+}
+
+/// [`reproduce`] as one rank of a data-parallel run over `comm` (every rank calls it with the same arguments,
+/// under `mpirun` or `srun`): rank 0 prepares the data and writes the files and figures; every rank loads the
+/// prepared data and shares the E-steps and M-steps ([`diem_em::dist`]). A failure on any rank is every
+/// rank's error.
+///
+/// # Errors
+/// As [`reproduce`]; [`FastMriError::Em`] naming the failing rank on the other ranks.
+pub fn reproduce_on(
+    comm: Rc<dyn Communicator>,
+    config: &FastMriConfig,
+    data: Option<&Path>,
+    out: &Path,
+    laps: Option<usize>,
+    options: &RunOptions,
+) -> Result<ReproduceSummary> {
     let start = Instant::now();
     let existing = is_run_dir(out);
-    if existing && options.overwrite {
-        std::fs::remove_dir_all(out).map_err(|e| FastMriError::io(out, e))?;
-    } else if existing && !options.resume {
-        return Err(FastMriError::config(
+    let checked = if existing && !options.overwrite && !options.resume {
+        Err(FastMriError::config(
             "out",
             format!("{} already holds a run: pass --resume or --overwrite", out.display()),
-        ));
+        ))
+    } else {
+        Ok(())
+    };
+    agreed(&*comm, checked)?;
+    if existing && options.overwrite {
+        on_root(&*comm, || std::fs::remove_dir_all(out).map_err(|e| FastMriError::io(out, e)))?;
     }
     let resuming = existing && !options.overwrite;
     let (mut config, data_dir) = if resuming {
-        let stored = stored_run(out)?;
+        let stored = agreed(&*comm, stored_run(out))?;
         let dir =
             data.filter(|d| d.join(PREPARE_FILE).is_file()).map_or(stored.data.clone(), Path::to_path_buf);
         (stored.config, dir)
@@ -142,12 +167,17 @@ pub fn reproduce(
             c.em.laps = l;
         }
         c.em.progress = options.progress;
-        c.validate()?;
-        diem_em::io::create_dir(out)?;
-        let dir = resolve_data(&c, data, out, options)?;
-        (c, dir)
+        agreed(&*comm, c.validate())?;
+        // Rank 0 prepares (or finds) the data; the others learn where.
+        let dir = on_root(&*comm, || -> Result<PathBuf> {
+            diem_em::io::create_dir(out)?;
+            resolve_data(&c, data, out, options)
+        })?;
+        let text = dir.map(|d| d.display().to_string().into_bytes()).unwrap_or_default();
+        let all = comm.all_gather_bytes(&text).map_err(diem_em::EmError::from)?;
+        (c, PathBuf::from(String::from_utf8_lossy(&all[0]).into_owned()))
     };
-    let prepared = PreparedData::load(&data_dir, options.device)?;
+    let prepared = agreed(&*comm, PreparedData::load(&data_dir, options.device))?;
     let multiple = size_multiple(&config.em.network);
     if prepared.summary.size % multiple != 0 {
         return Err(FastMriError::data(
@@ -186,26 +216,32 @@ pub fn reproduce(
         None => "No validation observations: no validation loss.".into(),
     });
     let mut run = if resuming {
-        EmRun::resume(out, prepared.train.clone(), options.device)?
+        EmRun::resume_with(out, prepared.train.clone(), options.device, comm.clone())?
     } else {
-        let run = EmRun::create(out, em, prepared.train.clone(), options.device)?;
+        let run = EmRun::create_with(out, em, prepared.train.clone(), options.device, comm.clone())?;
         let mut stored = StoredRun { config: config.clone(), data: data_dir.clone() };
         stored.config.em = run.config().clone();
-        diem_em::io::write_json(&out.join(FASTMRI_FILE), &stored)?;
+        on_root(&*comm, || {
+            diem_em::io::write_json(&out.join(FASTMRI_FILE), &stored).map_err(FastMriError::from)
+        })?;
         run
     };
     if let Some(v) = prepared.validation.clone() {
         run = run.with_validation(v)?;
     }
     config.em = run.config().clone();
-    let observer = MriObserver::new(&config, &prepared.heldout, out, notes.clone())?;
-    run.add_observer(Box::new(observer));
+    // Figures and reports are rank 0's (observers run there only).
+    if comm.is_root() {
+        let observer = MriObserver::new(&config, &prepared.heldout, out, notes.clone())?;
+        run.add_observer(Box::new(observer));
+    }
     match laps {
         Some(l) if resuming => run.run_until(l)?,
         _ => run.run()?,
     };
-    let metrics = diem_em::io::read_jsonl(&out.join(METRICS_FILE))?;
-    write_report(out, &config, &metrics, &notes)?;
+    let metrics =
+        agreed(&*comm, diem_em::io::read_jsonl(&out.join(METRICS_FILE)).map_err(FastMriError::from))?;
+    on_root(&*comm, || write_report(out, &config, &metrics, &notes))?;
     Ok(ReproduceSummary {
         report: out.join(REPORT_FILE),
         data: data_dir,

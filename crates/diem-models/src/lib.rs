@@ -40,6 +40,7 @@ pub mod layers;
 pub mod mixture;
 pub mod mlp;
 pub mod network;
+pub mod progress;
 pub mod randman;
 pub mod schedule;
 pub mod train;
@@ -58,7 +59,7 @@ pub use network::{Network, NetworkConfig, PriorModel};
 pub use randman::{frequency_count, normalize_features, Randman, RandmanConfig};
 pub use schedule::{Schedule, VeSchedule};
 pub use train::{
-    AdamConfig, AugmentConfig, Batching, Ema, LossRecord, LrConfig, LrSchedule, TimeDistribution,
-    TrainConfig, TrainReport, Trainer,
+    AdamConfig, AugmentConfig, Batching, Ema, GradientReducer, LossRecord, LrConfig, LrSchedule,
+    TimeDistribution, TrainConfig, TrainReport, Trainer,
 };
 pub use unet::{UNet, UNetConfig};

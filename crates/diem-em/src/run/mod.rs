@@ -3,15 +3,19 @@
 mod steps;
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use diem_dist::{Communicator, Single};
 use diem_models::{checkpoint, NetworkConfig, PriorModel};
 use diem_operators::Observation;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::Value;
 use tch::{Device, Tensor};
 
 use crate::config::{DataStorage, EmConfig, LapOrder};
+use crate::dist::{chunk_rows, shard_chunks, sync};
 use crate::error::{EmError, Result};
+use crate::estep::chunk_count;
 use crate::gaussian::GaussianPrior;
 use crate::io::{
     create_dir, read_jsonl, read_npy, write_json, ObservationFingerprint, RunState, STATE_VERSION,
@@ -56,6 +60,7 @@ pub struct EmRun {
     samples: Option<Tensor>,
     validation: Option<Observation>,
     observers: Vec<Box<dyn LapObserver>>,
+    comm: Rc<dyn Communicator>,
 }
 
 impl std::fmt::Debug for EmRun {
@@ -82,17 +87,37 @@ impl EmRun {
         observations: Observation,
         device: Device,
     ) -> Result<Self> {
+        Self::create_with(dir, config, observations, device, Rc::new(Single))
+    }
+
+    /// [`EmRun::create`] as one rank of a data-parallel run over `comm` (every rank calls it with the same
+    /// arguments; see [`crate::dist`]). The ranks check that they run the same build on the same
+    /// configuration and observations; rank 0 writes the files. A failure on any rank is every rank's error.
+    ///
+    /// # Errors
+    /// As [`EmRun::create`]; [`EmError::Config`] when the E-step has fewer chunks, or the M-step's batch fewer
+    /// samples, than there are ranks; [`EmError::Dist`] when the ranks disagree or another rank failed.
+    pub fn create_with(
+        dir: impl AsRef<Path>,
+        config: EmConfig,
+        observations: Observation,
+        device: Device,
+        comm: Rc<dyn Communicator>,
+    ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        if is_run_dir(&dir) {
-            return Err(EmError::RunDir {
-                path: dir,
-                reason: "already holds a run (state.bin); resume it or choose another directory".into(),
-            });
-        }
-        config.validate()?;
-        check_fits(&config, &observations)?;
-        create_dir(&dir)?;
-        write_json(&dir.join(CONFIG_FILE), &config)?;
+        let checked = (|| {
+            if is_run_dir(&dir) {
+                return Err(EmError::RunDir {
+                    path: dir.clone(),
+                    reason: "already holds a run (state.bin); resume it or choose another directory".into(),
+                });
+            }
+            config.validate()?;
+            check_fits(&config, &observations)?;
+            check_shardable(&config, &observations, comm.size())
+        })();
+        sync(&*comm, checked)?;
+        check_same_inputs(&*comm, &config, &observations)?;
         let state = RunState {
             version: STATE_VERSION,
             seed: config.seed,
@@ -101,7 +126,14 @@ impl EmRun {
             completed_laps: 0,
             observations: ObservationFingerprint::of(&observations),
         };
-        state.save(&dir.join(STATE_FILE))?;
+        let written = if comm.is_root() {
+            create_dir(&dir)
+                .and_then(|()| write_json(&dir.join(CONFIG_FILE), &config))
+                .and_then(|()| state.save(&dir.join(STATE_FILE)))
+        } else {
+            Ok(())
+        };
+        sync(&*comm, written)?;
         let observations = observations.to_device(data_device(&config, device));
         Ok(Self {
             dir,
@@ -114,6 +146,7 @@ impl EmRun {
             samples: None,
             validation: None,
             observers: Vec::new(),
+            comm,
         })
     }
 
@@ -127,49 +160,26 @@ impl EmRun {
     /// # Errors
     /// [`EmError::RunDir`] when `dir` holds no run or the observations differ; file errors naming the file.
     pub fn resume(dir: impl AsRef<Path>, observations: Observation, device: Device) -> Result<Self> {
+        Self::resume_with(dir, observations, device, Rc::new(Single))
+    }
+
+    /// [`EmRun::resume`] as one rank of a data-parallel run over `comm`, with the same or a different number
+    /// of ranks than the run had before: every rank reads the run directory (a file system all ranks share)
+    /// and keeps its own shard of the last samples.
+    ///
+    /// # Errors
+    /// As [`EmRun::resume`] and [`EmRun::create_with`].
+    pub fn resume_with(
+        dir: impl AsRef<Path>,
+        observations: Observation,
+        device: Device,
+        comm: Rc<dyn Communicator>,
+    ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        if !is_run_dir(&dir) {
-            return Err(EmError::RunDir { path: dir, reason: "holds no run (no state.bin)".into() });
-        }
-        let config = EmConfig::from_file(&dir.join(CONFIG_FILE))?;
-        let state = RunState::load(&dir.join(STATE_FILE))?;
-        if state.seed != config.seed {
-            return Err(EmError::RunDir {
-                path: dir,
-                reason: format!(
-                    "config.json seed {} differs from state.bin seed {}",
-                    config.seed, state.seed
-                ),
-            });
-        }
-        let fp = ObservationFingerprint::of(&observations);
-        if fp != state.observations {
-            return Err(EmError::RunDir {
-                path: dir,
-                reason: format!(
-                    "the observations differ from the run's: got {fp:?}, the run was created with {:?}",
-                    state.observations
-                ),
-            });
-        }
-        let home = data_device(&config, device);
-        let observations = observations.to_device(home);
-        let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(&dir, l));
-        let gaussian = if !state.gaussian_done {
-            None
-        } else {
-            let path = last.as_ref().map_or(dir.join(GAUSSIAN_FILE), |l| l.join(GAUSSIAN_FILE));
-            Some(GaussianPrior::load(&path, device)?)
-        };
-        let model = match &last {
-            Some(l) => Some(checkpoint::load(l, device)?.0),
-            None => None,
-        };
-        let samples = match (&last, state.initial_samples_done) {
-            (Some(l), _) => Some(read_npy(&l.join(SAMPLES_FILE), home)?),
-            (None, true) => Some(read_npy(&dir.join(INIT_DIR).join(SAMPLES_FILE), home)?),
-            (None, false) => None,
-        };
+        let loaded = Self::load_run(&dir, &observations, device, &*comm);
+        let (config, state, gaussian, model, samples) = sync(&*comm, loaded)?;
+        check_same_inputs(&*comm, &config, &observations)?;
+        let observations = observations.to_device(data_device(&config, device));
         Ok(Self {
             dir,
             config,
@@ -181,7 +191,83 @@ impl EmRun {
             samples,
             validation: None,
             observers: Vec::new(),
+            comm,
         })
+    }
+
+    /// What [`EmRun::resume_with`] reads, on one rank: the configuration, the state, the Gaussian, the model
+    /// and this rank's shard of the last samples.
+    #[allow(clippy::type_complexity)]
+    fn load_run(
+        dir: &Path,
+        observations: &Observation,
+        device: Device,
+        comm: &dyn Communicator,
+    ) -> Result<(EmConfig, RunState, Option<GaussianPrior>, Option<PriorModel>, Option<Tensor>)> {
+        if !is_run_dir(dir) {
+            return Err(EmError::RunDir { path: dir.into(), reason: "holds no run (no state.bin)".into() });
+        }
+        let config = EmConfig::from_file(&dir.join(CONFIG_FILE))?;
+        let state = RunState::load(&dir.join(STATE_FILE))?;
+        if state.seed != config.seed {
+            return Err(EmError::RunDir {
+                path: dir.into(),
+                reason: format!(
+                    "config.json seed {} differs from state.bin seed {}",
+                    config.seed, state.seed
+                ),
+            });
+        }
+        let fp = ObservationFingerprint::of(observations);
+        if fp != state.observations {
+            return Err(EmError::RunDir {
+                path: dir.into(),
+                reason: format!(
+                    "the observations differ from the run's: got {fp:?}, the run was created with {:?}",
+                    state.observations
+                ),
+            });
+        }
+        check_shardable(&config, observations, comm.size())?;
+        let home = data_device(&config, device);
+        let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(dir, l));
+        let gaussian = if !state.gaussian_done {
+            None
+        } else {
+            let path = last.as_ref().map_or(dir.join(GAUSSIAN_FILE), |l| l.join(GAUSSIAN_FILE));
+            Some(GaussianPrior::load(&path, device)?)
+        };
+        let model = match &last {
+            Some(l) => Some(checkpoint::load(l, device)?.0),
+            None => None,
+        };
+        let path = match (&last, state.initial_samples_done) {
+            (Some(l), _) => Some(l.join(SAMPLES_FILE)),
+            (None, true) => Some(dir.join(INIT_DIR).join(SAMPLES_FILE)),
+            (None, false) => None,
+        };
+        let samples = match path {
+            None => None,
+            Some(path) => {
+                let all = read_npy(&path, home)?;
+                let rows = training_rows(&config, observations, comm.rank(), comm.size());
+                if all.size().first()
+                    != Some(&(observations.len() * config.estep.samples_per_observation as i64))
+                {
+                    return Err(EmError::file(
+                        &path,
+                        format!(
+                            "holds {:?} samples, expected {} observations × {} samples per observation",
+                            all.size(),
+                            observations.len(),
+                            config.estep.samples_per_observation
+                        ),
+                    ));
+                }
+                Some(if comm.size() == 1 { all } else { all.narrow(0, rows.start, rows.end - rows.start) })
+            }
+        };
+        Ok((config, state, gaussian, model, samples))
     }
 
     /// Attaches held-out observations (CIFAR's test split, fastMRI's validation split): every lap then draws
@@ -206,6 +292,16 @@ impl EmRun {
         }
         self.validation = Some(validation.to_device(self.observations.y.device()));
         Ok(self)
+    }
+
+    /// Shows progress (on rank 0) or not, whatever the configuration says; not saved in the run directory.
+    pub fn set_progress(&mut self, progress: bool) {
+        self.config.progress = progress;
+    }
+
+    /// The communicator the run's ranks share ([`Single`] for a one-process run).
+    pub fn communicator(&self) -> &dyn Communicator {
+        &*self.comm
     }
 
     /// Adds an observer (called after every lap, in the order added).
@@ -278,8 +374,10 @@ impl EmRun {
             self.fit_initial_gaussian()?;
         }
         if self.model.is_none() {
-            self.model = Some(self.new_model()?);
+            let model = self.new_model();
+            self.model = Some(sync(&*self.comm, model)?);
         }
+        self.broadcast_parameters()?;
         if self.config.order == LapOrder::TrainThenSample && !self.state.initial_samples_done {
             bar.set_message("initial E-step");
             self.initial_samples()?;
@@ -297,21 +395,93 @@ impl EmRun {
         })
     }
 
+    /// A progress bar named `what`, shown on rank 0 when the configuration asks for progress (in a terminal,
+    /// or as timestamped log lines without one: [`diem_models::progress`]).
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
-        if !self.config.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len);
-        let template = format!("{{prefix}} {{bar:30}} {{pos}}/{{len}} {what} [{{elapsed_precise}}] {{msg}}");
-        if let Ok(style) = ProgressStyle::with_template(&template) {
-            bar.set_style(style);
-        }
-        bar
+        diem_models::progress::progress_bar(len, what, self.config.progress && self.comm.is_root())
     }
 
-    fn commit(&self) -> Result<()> {
-        self.state.save(&self.dir.join(STATE_FILE))
+    /// Rank 0 writes `state.bin` with `change` applied (the commit point of a step); every rank applies
+    /// `change` to its state once every rank has succeeded.
+    fn commit_with(&mut self, written: Result<()>, change: impl Fn(&mut RunState)) -> Result<()> {
+        let written = written.and_then(|()| {
+            if !self.comm.is_root() {
+                return Ok(());
+            }
+            let mut next = self.state.clone();
+            change(&mut next);
+            next.save(&self.dir.join(STATE_FILE))
+        });
+        sync(&*self.comm, written)?;
+        change(&mut self.state);
+        Ok(())
     }
+
+    /// Rank 0's parameters on every rank, once per process (they then stay identical: the ranks take the
+    /// same optimizer steps). Nothing to do for one process.
+    fn broadcast_parameters(&mut self) -> Result<()> {
+        if self.comm.size() == 1 {
+            return Ok(());
+        }
+        let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
+        let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        tch::no_grad(|| self.comm.broadcast(&mut tensors, 0))?;
+        Ok(())
+    }
+}
+
+/// The rows of the training E-step (k samples per observation, in chunks of the effective chunk size) that
+/// rank `rank` of `size` computes.
+fn training_rows(config: &EmConfig, obs: &Observation, rank: usize, size: usize) -> std::ops::Range<i64> {
+    let k = config.estep.samples_per_observation;
+    let chunk = config.estep.effective_chunk(obs.operator.x_numel());
+    let total = obs.len() * k as i64;
+    chunk_rows(&shard_chunks(chunk_count(obs.len(), k, chunk), rank, size), chunk, total)
+}
+
+/// Checks that a run over `ranks` ranks gives every rank work: at least one chunk of the training E-step and
+/// at least one sample of every M-step batch.
+fn check_shardable(config: &EmConfig, obs: &Observation, ranks: usize) -> Result<()> {
+    if ranks <= 1 {
+        return Ok(());
+    }
+    let k = config.estep.samples_per_observation;
+    let chunk = config.estep.effective_chunk(obs.operator.x_numel());
+    let chunks = chunk_count(obs.len(), k, chunk);
+    if chunks < ranks as u64 {
+        return Err(EmError::config(
+            "estep.chunk_size",
+            format!(
+                "{} observations × {k} samples in chunks of {chunk} make {chunks} E-step chunk(s), fewer than \
+                 the {ranks} ranks: run at most {chunks} ranks, or lower the chunk size",
+                obs.len()
+            ),
+        ));
+    }
+    if config.mstep.batch_size < ranks as i64 {
+        return Err(EmError::config(
+            "mstep.batch_size",
+            format!(
+                "the batch of {} cannot be shared by {ranks} ranks (each needs at least one sample)",
+                config.mstep.batch_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every rank runs the same build on the same configuration and observations.
+fn check_same_inputs(comm: &dyn Communicator, config: &EmConfig, obs: &Observation) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    diem_dist::check_same(comm, "the build", &diem_dist::build_fingerprint())?;
+    let text = serde_json::to_string(config).map_err(|e| EmError::config("config", e.to_string()))?;
+    diem_dist::check_same(comm, "the configuration", &text)?;
+    diem_dist::check_same(comm, "the observations", &format!("{:?}", ObservationFingerprint::of(obs)))?;
+    Ok(())
 }
 
 /// The device that holds the observations and the samples of a run on `device` (SPEC.md §8; see

@@ -1,8 +1,13 @@
 //! The steps of an [`EmRun`]: the Gaussian initialization, E-steps (training and validation sets), M-steps
 //! and one whole lap with its files, metrics and observers (SPEC.md §7.4, §8).
+//!
+//! On several ranks ([`crate::dist`]) every step is shared: each rank computes its chunks of an E-step and
+//! trains on its own shard of the samples with averaged gradients; rank 0 gathers what is written and writes
+//! it, runs the observers and commits; every step ends with [`sync`], so a failure anywhere stops all ranks.
 
 use diem_models::{checkpoint, Denoiser, Ema, PriorModel, TrainReport};
 use diem_operators::Observation;
+use diem_sampling::GuidanceStats;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -10,14 +15,15 @@ use tch::{Kind, Tensor};
 use super::EmRun;
 use crate::config::{GaussianEmConfig, LapOrder};
 use crate::diagnostics::{observation_diagnostic, sample_stats};
+use crate::dist::{check_parameters, gather_to_root, local_batch, shard_chunks, sync, DistReducer};
 use crate::error::{EmError, Result};
-use crate::estep::{chunk_count, posterior_samples, EStepPlan};
-use crate::gaussian::{cov_x_mmps, fit_gaussian_with, GaussianPrior};
+use crate::estep::{chunk_count, posterior_shard, EStepPlan, EStepShard};
+use crate::gaussian::{cov_x_mmps, fit_gaussian_on, GaussianPrior};
 use crate::io::{create_dir, read_jsonl, write_jsonl, write_npy};
 use crate::layout::{
     lap_dir, GAUSSIAN_FILE, INIT_DIR, METRICS_FILE, SAMPLES_FILE, TRAIN_LOG_FILE, VALIDATION_FILE,
 };
-use crate::mstep::{filter_samples, loss_summary, m_step_validated, ValidationRecord};
+use crate::mstep::{filter_samples, loss_summary, m_step_parallel, ValidationRecord};
 use crate::observer::LapContext;
 use crate::seed::{derive_seed, torch_seed, SeedPurpose};
 
@@ -25,8 +31,9 @@ impl EmRun {
     pub(super) fn fit_initial_gaussian(&mut self) -> Result<()> {
         let g = &self.config.gaussian;
         let indices = g.pair_indices(self.observations.len());
-        let chunks = chunk_count(indices.len() as i64, 1, g.chunk_size as i64) * g.iterations as u64;
-        let bar = self.bar(chunks, "Gaussian EM chunks");
+        let chunks = chunk_count(indices.len() as i64, 1, g.chunk_size as i64);
+        let mine = shard_chunks(chunks, self.comm.rank(), self.comm.size());
+        let bar = self.bar((mine.end - mine.start) * g.iterations as u64, "Gaussian EM chunks");
         // Only the pairs the fit uses go to the device (all of them when the data already live there); the
         // moved subset is then taken whole.
         let (moved, all_of_it);
@@ -37,7 +44,8 @@ impl EmRun {
             all_of_it = GaussianEmConfig { max_pairs: None, stride: 1, ..g.clone() };
             (&moved, &all_of_it)
         };
-        let prior = fit_gaussian_with(
+        let prior = fit_gaussian_on(
+            &*self.comm,
             pairs,
             g,
             self.config.schedule(),
@@ -46,13 +54,19 @@ impl EmRun {
             &mut |_, _| Ok(()),
         )?;
         bar.finish_and_clear();
-        prior.save(&self.dir.join(GAUSSIAN_FILE))?;
-        for o in &mut self.observers {
-            o.on_gaussian(&self.dir, &prior)?;
-        }
+        let written = if self.comm.is_root() {
+            (|| {
+                prior.save(&self.dir.join(GAUSSIAN_FILE))?;
+                for o in &mut self.observers {
+                    o.on_gaussian(&self.dir, &prior)?;
+                }
+                Ok(())
+            })()
+        } else {
+            Ok(())
+        };
         self.gaussian = Some(prior);
-        self.state.gaussian_done = true;
-        self.commit()
+        self.commit_with(written, |s| s.gaussian_done = true)
     }
 
     pub(super) fn new_model(&self) -> Result<PriorModel> {
@@ -70,24 +84,25 @@ impl EmRun {
         self.gaussian.as_ref().ok_or_else(|| EmError::config("gaussian", "the Gaussian prior is not fitted"))
     }
 
-    /// E-step under the Gaussian prior (exact `cov_x` MMPS) or the model (configured posterior).
-    pub(super) fn e_step(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Tensor> {
+    /// This rank's shard of the E-step under the Gaussian prior (exact `cov_x` MMPS) or the model (configured
+    /// posterior); every rank's outcome agreed.
+    pub(super) fn e_step(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<EStepShard> {
         let k = self.config.estep.samples_per_observation;
-        self.e_step_on(&self.observations, k, lap, purpose_lap_gaussian, SeedPurpose::EStepChunk)
+        let local = self.e_step_on(&self.observations, k, lap, purpose_lap_gaussian, SeedPurpose::EStepChunk);
+        sync(&*self.comm, local)
     }
 
     /// The lap's validation posterior samples (one per validation observation), drawn like [`Self::e_step`]'s
-    /// with their own seeds; `None` without a validation set.
+    /// with their own seeds and gathered on rank 0 (`None` elsewhere, and without a validation set).
     pub(super) fn validation_samples(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Option<Tensor>> {
-        match &self.validation {
-            None => Ok(None),
-            Some(v) => {
-                Some(self.e_step_on(v, 1, lap, purpose_lap_gaussian, SeedPurpose::Validation)).transpose()
-            }
-        }
+        let Some(v) = &self.validation else { return Ok(None) };
+        let local = self.e_step_on(v, 1, lap, purpose_lap_gaussian, SeedPurpose::Validation);
+        let shard = sync(&*self.comm, local)?;
+        gather_to_root(&*self.comm, &shard.samples)
     }
 
-    /// `k` posterior samples per observation of `obs` (see [`Self::e_step`]), chunk seeds from `purpose`.
+    /// This rank's chunks of `k` posterior samples per observation of `obs` (see [`Self::e_step`]), chunk
+    /// seeds from `purpose`.
     pub(super) fn e_step_on(
         &self,
         obs: &Observation,
@@ -95,15 +110,16 @@ impl EmRun {
         lap: u64,
         purpose_lap_gaussian: bool,
         purpose: SeedPurpose,
-    ) -> Result<Tensor> {
+    ) -> Result<EStepShard> {
         let e = &self.config.estep;
         let gaussian = self.current_gaussian()?;
         let sampler = e.sampler.build(self.config.schedule())?;
         let x_numel = gaussian.dim();
         let chunk = e.effective_chunk(x_numel);
+        let mine = shard_chunks(chunk_count(obs.len(), k, chunk), self.comm.rank(), self.comm.size());
         let what =
             if purpose == SeedPurpose::Validation { "validation E-step chunks" } else { "E-step chunks" };
-        let bar = self.bar(chunk_count(obs.len(), k, chunk), what);
+        let bar = self.bar(mine.end - mine.start, what);
         let gaussian_f32 = GaussianPrior {
             mean: gaussian.mean.to_kind(Kind::Float),
             cov: gaussian.cov.to_kind(Kind::Float),
@@ -119,31 +135,38 @@ impl EmRun {
             lap,
             device: Some(self.device),
         };
-        let samples = if purpose_lap_gaussian {
+        let shard = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
             let mmps = cov_x_mmps(&gaussian_f32, &e.posterior.solver);
-            posterior_samples(&denoiser, obs, sampler.as_ref(), &plan(mmps), Some(&bar))?
+            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps), mine, Some(&bar))?
         } else {
             let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
             let mmps = e.posterior.to_mmps(&gaussian_f32.cov);
             let prior: &dyn Denoiser = &model.denoiser;
-            posterior_samples(prior, obs, sampler.as_ref(), &plan(mmps), Some(&bar))?
+            posterior_shard(prior, obs, sampler.as_ref(), &plan(mmps), mine, Some(&bar))?
         };
         bar.finish_and_clear();
-        Ok(samples)
+        Ok(shard)
     }
 
     pub(super) fn initial_samples(&mut self) -> Result<()> {
         // π_0's chunks use a lap index no lap can have.
-        let samples = self.e_step(u64::MAX, true)?;
-        let dir = self.dir.join(INIT_DIR);
-        create_dir(&dir)?;
-        write_npy(&dir.join(SAMPLES_FILE), &samples)?;
-        self.samples = Some(samples);
-        self.state.initial_samples_done = true;
-        self.commit()
+        let shard = self.e_step(u64::MAX, true)?;
+        let all = gather_to_root(&*self.comm, &shard.samples)?;
+        let written = match &all {
+            Some(samples) => {
+                let dir = self.dir.join(INIT_DIR);
+                create_dir(&dir).and_then(|()| write_npy(&dir.join(SAMPLES_FILE), samples))
+            }
+            None => Ok(()),
+        };
+        self.commit_with(written, |s| s.initial_samples_done = true)?;
+        self.samples = Some(shard.samples);
+        Ok(())
     }
 
+    /// This rank's part of a data-parallel M-step on its shard `data` (filtered, non-empty on every rank),
+    /// with the validation samples on rank 0; every rank's outcome agreed.
     pub(super) fn m_step(
         &self,
         lap: usize,
@@ -151,29 +174,59 @@ impl EmRun {
         validation: Option<&Tensor>,
     ) -> Result<MStepOutcome> {
         let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
-        let seed = derive_seed(self.config.seed, SeedPurpose::MStep, lap as u64, 0);
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        // Rank 0 draws with the seed a single process uses; the other ranks with their own.
+        let seed = derive_seed(self.config.seed, SeedPurpose::MStep, lap as u64, rank as u64);
         let vseed = derive_seed(self.config.seed, SeedPurpose::Validation, lap as u64, u64::MAX);
         let mut train = self.config.mstep.clone();
-        train.progress = train.progress || self.config.progress;
-        m_step_validated(model, data, validation.map(|v| (v, vseed)), &train, seed, lap)
+        train.progress = (train.progress || self.config.progress) && self.comm.is_root();
+        let parallel = (size > 1).then(|| {
+            let b = local_batch(train.batch_size, rank, size);
+            let reducer: Box<dyn diem_models::GradientReducer> =
+                Box::new(DistReducer::new(self.comm.clone(), b, train.batch_size));
+            (reducer, b)
+        });
+        let outcome =
+            m_step_parallel(model, data, validation.map(|v| (v, vseed)), &train, seed, lap, parallel);
+        let (mut report, ema, records) = sync(&*self.comm, outcome)?;
+        if size > 1 {
+            // Each rank logged its own losses; the curve is their mean (the gradient norms, taken after the
+            // averaging, are the same everywhere).
+            let mine: Vec<f64> = report.records.iter().map(|r| r.loss).collect();
+            let all = self.comm.all_gather_f64(&mine)?;
+            for (i, r) in report.records.iter_mut().enumerate() {
+                r.loss = all.iter().filter_map(|v| v.get(i)).sum::<f64>() / all.len() as f64;
+            }
+        }
+        Ok((report, ema, records))
+    }
+
+    /// Checks that this rank's shard `data` (filtered) can be trained on, on every rank.
+    fn check_training_set(&self, lap: usize, data: &Tensor, before_filter: &Tensor) -> Result<()> {
+        let local = if data.size()[0] == 0 {
+            Err(EmError::EmptyTrainingSet { lap, total: before_filter.size()[0] })
+        } else {
+            Ok(())
+        };
+        sync(&*self.comm, local)
     }
 
     pub(super) fn run_lap(&mut self, lap: usize) -> Result<()> {
         let start = Instant::now();
         let dir = lap_dir(&self.dir, lap);
-        create_dir(&dir)?;
+        let made = if self.comm.is_root() { create_dir(&dir) } else { Ok(()) };
+        sync(&*self.comm, made)?;
         let bound = self.config.filter_bound;
         let validation_s;
-        let (samples, (report, ema, validation), estep_s, mstep_s) = match self.config.order {
+        // `shard`: this rank's E-step samples; `all`: every rank's, on rank 0.
+        let (shard, all, (report, ema, validation), estep_s, mstep_s) = match self.config.order {
             LapOrder::TrainThenSample => {
                 let current = self
                     .samples
                     .as_ref()
                     .ok_or_else(|| EmError::config("order", "no initial samples to train on"))?;
                 let data = filter_samples(current, bound);
-                if data.size()[0] == 0 {
-                    return Err(EmError::EmptyTrainingSet { lap, total: current.size()[0] });
-                }
+                self.check_training_set(lap, &data, current)?;
                 // The training samples came from the current prior (the Gaussian before lap 0).
                 let t = Instant::now();
                 let val = self.validation_samples(lap as u64, lap == 0)?;
@@ -182,56 +235,111 @@ impl EmRun {
                 let outcome = self.m_step(lap, &data, val.as_ref())?;
                 let mstep_s = t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                let samples = self.e_step(lap as u64, false)?;
-                (samples, outcome, t.elapsed().as_secs_f64(), mstep_s)
+                let shard = self.e_step(lap as u64, false)?;
+                let all = gather_to_root(&*self.comm, &shard.samples)?;
+                (shard, all, outcome, t.elapsed().as_secs_f64(), mstep_s)
             }
             LapOrder::SampleThenTrain => {
                 let t = Instant::now();
-                let samples = self.e_step(lap as u64, lap == 0)?;
+                let shard = self.e_step(lap as u64, lap == 0)?;
+                let all = gather_to_root(&*self.comm, &shard.samples)?;
                 let estep_s = t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let val = self.validation_samples(lap as u64, lap == 0)?;
                 validation_s = t.elapsed().as_secs_f64();
                 if let Some(r) = self.config.refit {
-                    let s = (r.samples as i64).min(samples.size()[0]);
-                    let fit =
-                        GaussianPrior::fit_ppca(&samples.narrow(0, 0, s).to_device(self.device), r.rank)?;
+                    let fit = match &all {
+                        Some(samples) => {
+                            let s = (r.samples as i64).min(samples.size()[0]);
+                            let local = GaussianPrior::fit_ppca(
+                                &samples.narrow(0, 0, s).to_device(self.device),
+                                r.rank,
+                            );
+                            Some(sync(&*self.comm, local)?)
+                        }
+                        None => {
+                            sync(&*self.comm, Ok(()))?;
+                            None
+                        }
+                    };
+                    let x_shape = self.current_gaussian()?.x_shape.clone();
+                    let fit = GaussianPrior::broadcast_from_root(&*self.comm, fit, &x_shape, self.device)?;
                     if let Some(m) = self.model.as_mut() {
                         m.denoiser.set_mean(Some(fit.mean_shaped().to_kind(Kind::Float)));
                     }
                     self.gaussian = Some(fit);
                 }
-                let data = filter_samples(&samples, bound);
-                if data.size()[0] == 0 {
-                    return Err(EmError::EmptyTrainingSet { lap, total: samples.size()[0] });
-                }
+                let data = filter_samples(&shard.samples, bound);
+                self.check_training_set(lap, &data, &shard.samples)?;
                 let t = Instant::now();
                 let outcome = self.m_step(lap, &data, val.as_ref())?;
-                (samples, outcome, estep_s, t.elapsed().as_secs_f64())
+                (shard, all, outcome, estep_s, t.elapsed().as_secs_f64())
             }
         };
+        let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
+        let hashes = check_parameters(&*self.comm, &model.vs, lap)?;
+        let stats = self.total_stats(&shard.stats)?;
+        let written = match &all {
+            Some(samples) => {
+                let lap_info = LapInfo {
+                    lap,
+                    dir: &dir,
+                    samples,
+                    report: &report,
+                    ema: ema.as_ref(),
+                    validation: &validation,
+                    times: (estep_s, mstep_s, validation_s, start),
+                    hashes: &hashes,
+                    stats,
+                };
+                self.write_lap(&lap_info)
+            }
+            None => Ok(()),
+        };
+        self.commit_with(written, |s| s.completed_laps = lap + 1)?;
+        self.samples = Some(shard.samples);
+        Ok(())
+    }
+
+    /// The E-step's costs and solver events summed over the ranks.
+    fn total_stats(&self, mine: &GuidanceStats) -> Result<GuidanceStats> {
+        if self.comm.size() == 1 {
+            return Ok(*mine);
+        }
+        let GuidanceStats { calls, forwards, vjps, solver_applications } = *mine;
+        let values = [calls, forwards, vjps, solver_applications].map(|v| v as f64);
+        let all = self.comm.all_gather_f64(&values)?;
+        let sum = |i: usize| all.iter().filter_map(|v| v.get(i)).sum::<f64>() as usize;
+        Ok(GuidanceStats { calls: sum(0), forwards: sum(1), vjps: sum(2), solver_applications: sum(3) })
+    }
+
+    /// Rank 0's part of a lap: the lap's files, its metrics line, the observers, and the commit.
+    fn write_lap(&mut self, info: &LapInfo<'_>) -> Result<()> {
+        let LapInfo { lap, dir, samples, report, ema, validation, hashes, .. } = *info;
+        let (estep_s, mstep_s, validation_s, start) = info.times;
+        let bound = self.config.filter_bound;
         if self.validation.is_some() {
             let lines: Vec<Value> = validation.iter().map(|r| json!(r)).collect();
             write_jsonl(&dir.join(VALIDATION_FILE), &lines)?;
         }
-        let kept = filter_samples(&samples, bound);
+        let kept = filter_samples(samples, bound);
         let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
         let gaussian = self
             .gaussian
             .as_ref()
             .ok_or_else(|| EmError::config("gaussian", "the Gaussian prior is not fitted"))?;
-        checkpoint::save(&dir, model, ema.as_ref())?;
-        write_npy(&dir.join(SAMPLES_FILE), &samples)?;
+        checkpoint::save(dir, model, ema)?;
+        write_npy(&dir.join(SAMPLES_FILE), samples)?;
         gaussian.save(&dir.join(GAUSSIAN_FILE))?;
         report.write_jsonl(&dir.join(TRAIN_LOG_FILE))?;
 
         let mut metrics = Map::new();
-        let (loss_mean, loss_std) = loss_summary(&report);
+        let (loss_mean, loss_std) = loss_summary(report);
         let stats = sample_stats(&kept);
         let total = samples.size()[0];
         let diag = observation_diagnostic(
             &self.observations,
-            &samples,
+            samples,
             derive_seed(self.config.seed, SeedPurpose::Diagnostic, lap as u64, 0),
             self.config.diagnostics.sinkhorn_subsample,
         )?;
@@ -252,12 +360,17 @@ impl EmRun {
             "obs_residual_rms": finite(diag.residual_rms),
             "obs_noise_rms": finite(diag.noise_rms),
             "obs_sinkhorn": diag.sinkhorn.and_then(finite),
+            "ranks": self.comm.size(),
         });
         if self.validation.is_some() {
             let losses = validation.iter().map(|r| r.loss);
             metrics.insert("val_loss_last".into(), json!(validation.last().map(|r| r.loss).and_then(finite)));
             metrics.insert("val_loss_min".into(), json!(finite(losses.fold(f64::INFINITY, f64::min))));
             metrics.insert("validation_seconds".into(), json!(validation_s));
+        }
+        if hashes.len() > 1 {
+            let hex: Vec<String> = hashes.iter().map(|h| format!("{h:016x}")).collect();
+            metrics.insert("param_hashes".into(), json!(hex));
         }
         if let Value::Object(m) = fields {
             metrics.extend(m);
@@ -266,12 +379,12 @@ impl EmRun {
             let mut ctx = LapContext {
                 lap,
                 run_dir: &self.dir,
-                lap_dir: dir.clone(),
+                lap_dir: dir.to_path_buf(),
                 config: &self.config,
                 prior: &model.denoiser,
                 model,
                 gaussian,
-                samples: &samples,
+                samples,
                 kept: &kept,
                 observations: &self.observations,
                 device: self.device,
@@ -292,11 +405,24 @@ impl EmRun {
             .filter(|l| l.get("lap").and_then(Value::as_u64).is_some_and(|k| (k as usize) < lap))
             .collect();
         lines.push(Value::Object(metrics));
-        write_jsonl(&path, &lines)?;
-        self.samples = Some(samples);
-        self.state.completed_laps = lap + 1;
-        self.commit()
+        write_jsonl(&path, &lines)
     }
+}
+
+/// What [`EmRun::write_lap`] writes.
+struct LapInfo<'a> {
+    lap: usize,
+    dir: &'a std::path::Path,
+    samples: &'a Tensor,
+    report: &'a TrainReport,
+    ema: Option<&'a Ema>,
+    validation: &'a [ValidationRecord],
+    /// E-step, M-step and validation seconds, and the lap's start.
+    times: (f64, f64, f64, Instant),
+    hashes: &'a [u64],
+    /// The E-step's costs and solver events over every rank (recorded once the solver reports fallbacks).
+    #[allow(dead_code)]
+    stats: GuidanceStats,
 }
 
 /// What one M-step returns: the loss curve, the EMA and the validation losses.

@@ -17,7 +17,6 @@ pub use lr::{LrConfig, LrSchedule};
 use std::io::Write;
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Tensor};
@@ -245,6 +244,23 @@ impl TrainReport {
     }
 }
 
+/// Averages gradients across the ranks of a data-parallel group, between the backward pass and clipping, so
+/// that clipping, Adam and the EMA see identical gradients on every rank (the `diem-em` crate implements it
+/// over `diem-dist`'s collectives).
+///
+/// Every rank calls [`GradientReducer::reduce`] exactly once per optimizer step, with the gradients of every
+/// trainable variable in the same order, even when its own step failed: then `failed` is true (its
+/// gradients are zeros), and every rank must return an error, so that the group stops together instead of
+/// leaving ranks waiting in a collective.
+pub trait GradientReducer {
+    /// Replaces `grads` in place by their average over the group (each rank's gradient being the mean over
+    /// its local batch, weighted by its share of the global batch).
+    ///
+    /// # Errors
+    /// When any rank reports `failed`, or the collective fails.
+    fn reduce(&mut self, grads: &mut [Tensor], failed: bool) -> Result<()>;
+}
+
 /// The M-step trainer: Adam on the variables of one [`nn::VarStore`], fresh at construction (SPEC.md §8: the
 /// optimizer, its learning-rate schedule and the EMA restart every lap).
 #[derive(Debug)]
@@ -257,6 +273,14 @@ pub struct Trainer {
     order: Option<(Tensor, i64)>,
     /// The variables' device: every batch moves there (the data may live in host memory).
     device: tch::Device,
+    /// Data-parallel training: the gradient averaging across ranks, and this rank's batch size.
+    parallel: Option<(Box<dyn GradientReducer>, i64)>,
+}
+
+impl std::fmt::Debug for dyn GradientReducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GradientReducer")
+    }
 }
 
 impl Trainer {
@@ -284,7 +308,38 @@ impl Trainer {
             step: 0,
             order: None,
             device: vs.device(),
+            parallel: None,
         })
+    }
+
+    /// Data-parallel training: this rank draws batches of `local_batch` samples from its own data (the
+    /// global batch `config.batch_size` is the sum of the ranks' local batches), and `reducer` averages the
+    /// gradients across the ranks after every backward pass, before clipping.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless `1 ≤ local_batch ≤ config.batch_size`.
+    pub fn with_gradient_reducer(
+        mut self,
+        reducer: Box<dyn GradientReducer>,
+        local_batch: i64,
+    ) -> Result<Self> {
+        if !(1..=self.config.batch_size).contains(&local_batch) {
+            return Err(Error::config(
+                "batch_size",
+                format!(
+                    "the local batch {local_batch} of a data-parallel rank must lie in 1..={} (the global \
+                     batch); use fewer ranks or a larger batch",
+                    self.config.batch_size
+                ),
+            ));
+        }
+        self.parallel = Some((reducer, local_batch));
+        Ok(self)
+    }
+
+    /// The number of samples this trainer draws per step: the batch size, or this rank's local batch.
+    pub fn local_batch_size(&self) -> i64 {
+        self.parallel.as_ref().map_or(self.config.batch_size, |p| p.1)
     }
 
     /// The configuration.
@@ -344,13 +399,43 @@ impl Trainer {
             return Err(Error::shape("training batch", "[B, ...] with B ≥ 1", &size));
         }
         let b = size[0];
-        let t = self.config.time.sample(b, x.device());
-        let sigma = self.config.schedule.sigma(&t).to_kind(x.kind());
-        let z = x.randn_like();
-        let loss = denoiser.loss(x, &sigma, &z, true)?;
         self.opt.set_lr(self.current_lr());
         self.opt.zero_grad();
-        loss.backward();
+        let local = (|| -> Result<Tensor> {
+            let t = self.config.time.sample(b, x.device());
+            let sigma = self.config.schedule.sigma(&t).to_kind(x.kind());
+            let z = x.randn_like();
+            let loss = denoiser.loss(x, &sigma, &z, true)?;
+            loss.f_backward()?;
+            Ok(loss)
+        })();
+        if let Some((reducer, _)) = &mut self.parallel {
+            let failed = local.is_err();
+            let mut grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|p| {
+                    let g = p.grad();
+                    if failed || !g.defined() {
+                        p.zeros_like()
+                    } else {
+                        g
+                    }
+                })
+                .collect();
+            let reduced = tch::no_grad(|| reducer.reduce(&mut grads, failed));
+            // The failing rank reports its own error; the others report the group's.
+            let loss = local?;
+            reduced?;
+            return Ok(self.clip_and_step(loss, x.device()));
+        }
+        let loss = local?;
+        Ok(self.clip_and_step(loss, x.device()))
+    }
+
+    /// Clips the global gradient norm, steps Adam and updates the EMA (the second half of
+    /// [`Trainer::train_step`]); returns the detached loss and the norm before clipping.
+    fn clip_and_step(&mut self, loss: Tensor, device: tch::Device) -> (Tensor, Tensor) {
         let norm = tch::no_grad(|| {
             let squares: Vec<Tensor> = self
                 .params
@@ -360,7 +445,7 @@ impl Trainer {
                 .map(|g| g.square().sum(Kind::Float))
                 .collect();
             let norm = if squares.is_empty() {
-                Tensor::zeros([], (Kind::Float, x.device()))
+                Tensor::zeros([], (Kind::Float, device))
             } else {
                 Tensor::stack(&squares, 0).sum(Kind::Float).sqrt()
             };
@@ -381,12 +466,12 @@ impl Trainer {
             ema.update();
         }
         self.step += 1;
-        Ok((loss.detach(), norm))
+        (loss.detach(), norm)
     }
 
     /// The next batch of indices into a data set of `n` samples.
     fn next_indices(&mut self, n: i64, device: tch::Device) -> Result<Tensor> {
-        let b = self.config.batch_size;
+        let b = self.local_batch_size();
         match self.config.batching {
             Batching::WithReplacement => Ok(Tensor::randint(n, [b], (Kind::Int64, device))),
             Batching::Epochs => {
@@ -441,17 +526,7 @@ impl Trainer {
             return Err(Error::shape("training data", "[S, ...] with S ≥ 1", &size));
         }
         let total = self.config.steps;
-        let bar = if self.config.progress {
-            let bar = ProgressBar::new(total as u64);
-            if let Ok(style) =
-                ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = crate::progress::progress_bar(total as u64, "M-step steps", self.config.progress);
         let mut report = TrainReport::default();
         let mut window: Vec<(Tensor, Tensor)> = Vec::with_capacity(self.config.log_every);
         let flush = |window: &mut Vec<(Tensor, Tensor)>, step: usize, lr: f64, report: &mut TrainReport| {
