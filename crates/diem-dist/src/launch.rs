@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use crate::{Communicator, DistError, Result, Single};
+use crate::{Backend, Communicator, DistError, Result, Single};
 
 /// The environment variable the binaries read for the back end (`auto`, `single`, `mpi`, `nccl`).
 pub const BACKEND_VAR: &str = "DIEM_DIST";
@@ -108,28 +108,71 @@ impl Launch {
 /// [`DistError::LauncherWithoutMpi`], [`DistError::NotCompiled`], and the back ends' errors (for NCCL: a
 /// missing `libnccl.so.2`, or no CUDA device).
 pub fn init(choice: BackendChoice, cuda: bool) -> Result<Box<dyn Communicator>> {
-    let launch = Launch::detect();
-    let several = launch.as_ref().is_some_and(|l| l.size > 1);
-    match choice {
-        BackendChoice::Single => Ok(Box::new(Single)),
-        BackendChoice::Auto if !several => Ok(Box::new(Single)),
-        BackendChoice::Auto => {
-            if cfg!(feature = "nccl") && cuda {
-                init_nccl()
-            } else if cfg!(feature = "mpi") {
-                init_mpi()
+    match decide(choice, cuda, Launch::detect().as_ref(), Compiled::THIS_BUILD)? {
+        Backend::Single => Ok(Box::new(Single)),
+        Backend::Mpi => init_mpi(),
+        Backend::Nccl => init_nccl(),
+    }
+}
+
+/// The back ends a build contains (its cargo features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compiled {
+    /// Feature `mpi`.
+    pub mpi: bool,
+    /// Feature `nccl`.
+    pub nccl: bool,
+}
+
+impl Compiled {
+    /// This build.
+    pub const THIS_BUILD: Self = Self { mpi: cfg!(feature = "mpi"), nccl: cfg!(feature = "nccl") };
+}
+
+/// The back end [`init`] starts for a choice, whether the rank computes on CUDA, what the launcher said
+/// and what the build contains: the decision alone, without starting anything (see [`init`] for the rules).
+///
+/// # Errors
+/// [`DistError::LauncherWithoutMpi`] for [`BackendChoice::Auto`] under a launcher of several ranks in a
+/// build without MPI; [`DistError::NotCompiled`] for an explicit choice the build lacks.
+pub fn decide(
+    choice: BackendChoice,
+    cuda: bool,
+    launch: Option<&Launch>,
+    compiled: Compiled,
+) -> Result<Backend> {
+    let mpi = || {
+        if compiled.mpi {
+            Ok(Backend::Mpi)
+        } else {
+            Err(DistError::NotCompiled { backend: "mpi", feature: "diem-dist/mpi" })
+        }
+    };
+    let nccl = || {
+        if compiled.nccl {
+            Ok(Backend::Nccl)
+        } else {
+            Err(DistError::NotCompiled { backend: "nccl", feature: "diem-dist/nccl" })
+        }
+    };
+    match (choice, launch) {
+        (BackendChoice::Single, _) => Ok(Backend::Single),
+        (BackendChoice::Mpi, _) => mpi(),
+        (BackendChoice::Nccl, _) => nccl(),
+        (BackendChoice::Auto, Some(l)) if l.size > 1 => {
+            if compiled.nccl && cuda {
+                Ok(Backend::Nccl)
+            } else if compiled.mpi {
+                Ok(Backend::Mpi)
             } else {
-                let l = launch.unwrap_or(Launch {
-                    launcher: "a launcher".into(),
-                    rank: 0,
-                    size: 2,
-                    local_rank: 0,
-                });
-                Err(DistError::LauncherWithoutMpi { launcher: l.launcher, rank: l.rank, size: l.size })
+                Err(DistError::LauncherWithoutMpi {
+                    launcher: l.launcher.clone(),
+                    rank: l.rank,
+                    size: l.size,
+                })
             }
         }
-        BackendChoice::Mpi => init_mpi(),
-        BackendChoice::Nccl => init_nccl(),
+        (BackendChoice::Auto, _) => Ok(Backend::Single),
     }
 }
 
@@ -199,6 +242,38 @@ mod tests {
         assert_eq!("nccl".parse::<BackendChoice>().unwrap(), BackendChoice::Nccl);
         assert_eq!("single".parse::<BackendChoice>().unwrap(), BackendChoice::Single);
         assert!(matches!("gloo".parse::<BackendChoice>(), Err(DistError::Parse { .. })));
+    }
+
+    #[test]
+    fn decisions_follow_launcher_choice_and_build() {
+        let none = Compiled { mpi: false, nccl: false };
+        let mpi = Compiled { mpi: true, nccl: false };
+        let all = Compiled { mpi: true, nccl: true };
+        let two = Launch::detect_from(env(&[("OMPI_COMM_WORLD_SIZE", "2"), ("OMPI_COMM_WORLD_RANK", "1")]));
+        let one = Launch::detect_from(env(&[("PMI_SIZE", "1"), ("PMI_RANK", "0")]));
+        let auto = BackendChoice::Auto;
+        // A launcher of several ranks and no MPI in the build: refuse, naming the launcher and rank.
+        match decide(auto, false, two.as_ref(), none) {
+            Err(DistError::LauncherWithoutMpi { launcher, rank, size }) => {
+                assert_eq!((launcher.as_str(), rank, size), ("OMPI_COMM_WORLD_SIZE", 1, 2))
+            }
+            other => panic!("expected LauncherWithoutMpi, got {other:?}"),
+        }
+        assert_eq!(decide(auto, false, None, none).unwrap(), Backend::Single);
+        assert_eq!(decide(auto, true, one.as_ref(), all).unwrap(), Backend::Single);
+        assert_eq!(decide(auto, true, two.as_ref(), mpi).unwrap(), Backend::Mpi);
+        assert_eq!(decide(auto, false, two.as_ref(), all).unwrap(), Backend::Mpi);
+        assert_eq!(decide(auto, true, two.as_ref(), all).unwrap(), Backend::Nccl);
+        assert_eq!(decide(BackendChoice::Single, true, two.as_ref(), all).unwrap(), Backend::Single);
+        assert_eq!(decide(BackendChoice::Mpi, false, None, mpi).unwrap(), Backend::Mpi);
+        assert!(matches!(
+            decide(BackendChoice::Nccl, true, two.as_ref(), mpi),
+            Err(DistError::NotCompiled { backend: "nccl", .. })
+        ));
+        assert!(matches!(
+            decide(BackendChoice::Mpi, false, None, none),
+            Err(DistError::NotCompiled { backend: "mpi", .. })
+        ));
     }
 
     #[test]

@@ -17,9 +17,9 @@
 //!
 //! Back ends:
 //! - [`Single`]: one process, no dependency; every collective is the identity.
-//! - `Mpi` (cargo feature `mpi`): rsmpi on the system MPI, tensors staged through host memory.
-//! - `Nccl` (feature `nccl`, implies `mpi`): MPI for rank, size and NCCL's unique id; NCCL all-reduce of
-//!   CUDA tensors in place, from the `libnccl.so.2` the PyTorch wheel ships.
+//! - `Mpi` (cargo feature `mpi`, module `mpi`): rsmpi on the system MPI, tensors staged through host memory.
+//! - `Nccl` (feature `nccl`, implies `mpi`, module `nccl`): MPI for rank, size and NCCL's unique id; NCCL
+//!   all-reduce and broadcast of CUDA tensors in place, from the `libnccl.so.2` the PyTorch wheel ships.
 //!
 //! [`init`] picks the back end from a [`BackendChoice`] (the `DIEM_DIST` environment variable at the
 //! binaries) and refuses to run as one of several launched ranks without MPI support, where every rank
@@ -31,12 +31,23 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod error;
+#[cfg(feature = "mpi")]
+mod host;
 pub mod launch;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod single;
 
 pub use error::{error_chain, DistError, Result};
-pub use launch::{init, BackendChoice, Launch};
+pub use launch::{decide, init, BackendChoice, Compiled, Launch};
 pub use single::Single;
+
+#[cfg(feature = "mpi")]
+pub use crate::mpi::Mpi;
+#[cfg(feature = "nccl")]
+pub use crate::nccl::Nccl;
 
 use tch::Tensor;
 
