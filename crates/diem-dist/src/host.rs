@@ -185,21 +185,33 @@ impl HostBuf {
     /// A buffer holding the `group`'s tensors of `tensors`, flattened and concatenated in list order. The
     /// tensors may live on any device and have any strides.
     pub(crate) fn stage(tensors: &[Tensor], group: &Group) -> Result<Self> {
-        // Uninitialized at first, but the copies below write every element (the group's tensors hold
-        // `numel` elements in all) before the buffer is returned.
+        // Uninitialized at first, but `fill` writes every element (the group's tensors hold `numel`
+        // elements in all) before the buffer is returned or read.
         let tensor = Tensor::f_empty([Self::dim(group.numel)?], (group.kind, Device::Cpu))?;
-        let buf = Self { tensor, kind: group.kind, len: group.numel };
+        let mut buf = Self { tensor, kind: group.kind, len: group.numel };
+        buf.fill(tensors, group)?;
+        Ok(buf)
+    }
+
+    /// Overwrites the buffer with the `group`'s tensors, as [`HostBuf::stage`] does (same dtype and length).
+    pub(crate) fn fill(&mut self, tensors: &[Tensor], group: &Group) -> Result<()> {
+        if group.kind != self.kind || group.numel != self.len {
+            return Err(DistError::Mpi(format!(
+                "internal error: staging {} {:?} elements into a buffer of {} {:?}",
+                group.numel, group.kind, self.len, self.kind
+            )));
+        }
         let mut offset = 0i64;
         for &i in &group.indices {
             let t = &tensors[i];
             let n = t.numel() as i64;
             if n > 0 {
-                let mut dst = buf.tensor.f_narrow(0, offset, n)?.f_view(t.size().as_slice())?;
+                let mut dst = self.tensor.f_narrow(0, offset, n)?.f_view(t.size().as_slice())?;
                 dst.f_copy_(t)?;
             }
             offset += n;
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// A buffer holding a copy of `t`, flattened.
@@ -323,6 +335,44 @@ impl HostBuf {
     }
 }
 
+/// Host buffers kept between collectives: the M-step all-reduces the same gradient layout every step, and
+/// a fresh buffer of a few hundred megabytes costs its page faults (and zeroing) every time. Holds at most
+/// [`Pool::KEEP`] buffers, the most recently returned.
+#[derive(Default)]
+pub(crate) struct Pool {
+    bufs: std::cell::RefCell<Vec<HostBuf>>,
+}
+
+impl Pool {
+    /// The most buffers kept.
+    pub(crate) const KEEP: usize = 4;
+
+    /// A buffer of `len` elements of `kind`: a kept one (holding old values) or a new zeroed one.
+    pub(crate) fn take(&self, kind: Kind, len: usize) -> Result<HostBuf> {
+        let mut bufs = self.bufs.borrow_mut();
+        match bufs.iter().rposition(|b| b.kind == kind && b.len == len) {
+            Some(i) => Ok(bufs.remove(i)),
+            None => HostBuf::zeros(kind, len),
+        }
+    }
+
+    /// [`Pool::take`], filled with the `group`'s tensors.
+    pub(crate) fn stage(&self, tensors: &[Tensor], group: &Group) -> Result<HostBuf> {
+        let mut buf = self.take(group.kind, group.numel)?;
+        buf.fill(tensors, group)?;
+        Ok(buf)
+    }
+
+    /// Keeps `buf` for a later [`Pool::take`], dropping the oldest kept buffer beyond [`Pool::KEEP`].
+    pub(crate) fn put(&self, buf: HostBuf) {
+        let mut bufs = self.bufs.borrow_mut();
+        bufs.push(buf);
+        if bufs.len() > Self::KEEP {
+            bufs.remove(0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +404,26 @@ mod tests {
         assert_eq!(&buf.bytes_mut()[..4], &10.0f32.to_ne_bytes());
         let empty = HostBuf::zeros(Kind::Float, 0).unwrap();
         assert!(empty.bytes().is_empty());
+    }
+
+    #[test]
+    fn pool_reuses_buffers_of_the_same_layout() {
+        let pool = Pool::default();
+        let mut a = pool.take(Kind::Float, 3).unwrap();
+        assert_eq!(a.slice::<f32>().unwrap(), &[0.0; 3]);
+        a.slice_mut::<f32>().unwrap()[1] = 5.0;
+        pool.put(a);
+        // Same layout: the kept buffer, old values and all; another layout: a new one.
+        assert_eq!(pool.take(Kind::Float, 3).unwrap().slice::<f32>().unwrap(), &[0.0, 5.0, 0.0]);
+        assert_eq!(pool.take(Kind::Float, 3).unwrap().slice::<f32>().unwrap(), &[0.0; 3]);
+        for n in 0..6 {
+            pool.put(HostBuf::zeros(Kind::Double, n).unwrap());
+        }
+        assert_eq!(pool.bufs.borrow().len(), Pool::KEEP);
+        let t = vec![Tensor::from_slice(&[1.0f64, 2.0, 3.0, 4.0, 5.0])];
+        let g = groups("test", &t, |_, _| true).unwrap();
+        assert_eq!(pool.stage(&t, &g[0]).unwrap().slice::<f64>().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert!(pool.stage(&t, &Group { kind: Kind::Double, indices: vec![0], numel: 4 }).is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! [`broadcast`](Communicator::broadcast) and [`all_reduce_mean`](Communicator::all_reduce_mean) group the
 //! tensors by dtype, copy each group into one flat CPU buffer (from any device, any strides), make one MPI
 //! call per group (more only for groups over [`MAX_COUNT`] elements), and copy the results back in place.
-//! Tensors that require gradients (parameters) are written under `no_grad`.
+//! Tensors that require gradients (parameters) are written under `no_grad`. The staging buffers are kept for
+//! the next call of the same layout (at most four: about 0.5 GB on rank 0 for a 57.6 M-parameter model), so
+//! that an M-step does not pay a fresh buffer's page faults at every step.
 //!
 //! The mean is a reduce (sum) to rank 0, a division by the number of ranks on rank 0 alone, and a broadcast
 //! from rank 0: every rank receives rank 0's bits, so the result is bit-identical everywhere, which
@@ -38,7 +40,7 @@ use ::mpi::topology::{Communicator as _, SimpleCommunicator};
 use ::mpi::{Count, Threading};
 use tch::{Kind, Tensor};
 
-use crate::host::{self, HostBuf, Number};
+use crate::host::{self, HostBuf, Number, Pool};
 use crate::{Backend, Communicator, DistError, Result};
 
 /// The largest number of elements one MPI call moves: MPI counts and displacements are C `int`s. Larger
@@ -70,6 +72,8 @@ pub struct Mpi {
     layout_check: LayoutCheck,
     /// Whether the first broadcast and the first all-reduce have been checked.
     checked: Cell<[bool; 2]>,
+    /// Staging buffers kept between calls.
+    pool: Pool,
     /// Last, so that it is dropped (`MPI_Finalize`) after the communicator.
     _universe: Universe,
 }
@@ -123,6 +127,7 @@ impl Mpi {
             max_count: MAX_COUNT,
             layout_check: LayoutCheck::default(),
             checked: Cell::new([false; 2]),
+            pool: Pool::default(),
             _universe: universe,
         })
     }
@@ -200,7 +205,7 @@ impl Mpi {
     fn mean_in_place<T: Number>(&self, buf: &mut HostBuf) -> Result<()> {
         let root = self.world.process_at_rank(0);
         if self.rank == 0 {
-            let mut sum = HostBuf::zeros(T::KIND, buf.len())?;
+            let mut sum = self.pool.take(T::KIND, buf.len())?;
             {
                 let send = buf.slice::<T>()?;
                 let recv = sum.slice_mut::<T>()?;
@@ -209,7 +214,7 @@ impl Mpi {
                 }
             }
             let _ = sum.tensor_mut().f_div_scalar_(self.size as f64)?;
-            *buf = sum;
+            self.pool.put(std::mem::replace(buf, sum));
         } else {
             for s in buf.slice::<T>()?.chunks(self.max_count) {
                 root.reduce_into(s, SystemOperation::sum());
@@ -408,14 +413,15 @@ impl Communicator for Mpi {
             for group in &groups {
                 // The root sends its values; the others receive into a buffer of the same size.
                 let mut buf = if self.rank == root {
-                    HostBuf::stage(tensors, group)?
+                    self.pool.stage(tensors, group)?
                 } else {
-                    HostBuf::zeros(group.kind, group.numel)?
+                    self.pool.take(group.kind, group.numel)?
                 };
                 self.broadcast_raw(buf.bytes_mut(), root);
                 if self.rank != root {
                     buf.unstage(tensors, group)?;
                 }
+                self.pool.put(buf);
             }
             Ok(())
         })
@@ -432,12 +438,13 @@ impl Communicator for Mpi {
         }
         tch::no_grad(|| {
             for group in &groups {
-                let mut buf = HostBuf::stage(tensors, group)?;
+                let mut buf = self.pool.stage(tensors, group)?;
                 match group.kind {
                     Kind::Double => self.mean_in_place::<f64>(&mut buf)?,
                     _ => self.mean_in_place::<f32>(&mut buf)?,
                 }
                 buf.unstage(tensors, group)?;
+                self.pool.put(buf);
             }
             Ok(())
         })
