@@ -133,9 +133,15 @@ pub fn library_advice(candidates: &[String], dirs: &[PathBuf]) -> String {
             dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
         )
     };
+    let mut names: Vec<&str> = Vec::new();
+    for c in candidates {
+        if !names.contains(&c.as_str()) {
+            names.push(c);
+        }
+    }
     let mut text = format!(
         "cannot load the NCCL library: cudarc looks for {} through the dynamic loader, and {searched}. ",
-        candidates.join(", ")
+        names.join(", ")
     );
     match found.iter().find(|p| !candidates.iter().any(|c| p.file_name().is_some_and(|n| n == c.as_str()))) {
         Some(lib) => {
@@ -528,6 +534,24 @@ mod tests {
         let none = library_advice(&candidates, &[]);
         assert!(none.contains("LD_LIBRARY_PATH is empty") && none.contains("cargo xtask setup"), "{none}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_library_check_loads_what_the_loader_path_offers() {
+        // With `cargo xtask` (symlink made, folder on LD_LIBRARY_PATH) the wheel's NCCL loads, GPU or not;
+        // without a libnccl.so on the path the check fails with the advice instead of cudarc's panic.
+        let dirs: Vec<PathBuf> =
+            std::env::var_os(LIBRARY_PATH).map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
+        let offered = dirs.iter().any(|d| d.join("libnccl.so").is_file());
+        match check_library() {
+            Ok(()) => println!("libnccl loads (offered on {LIBRARY_PATH}: {offered})"),
+            Err(DistError::Nccl(m)) => {
+                assert!(!offered, "libnccl.so is on {LIBRARY_PATH} but does not load: {m}");
+                assert!(m.contains("cudarc looks for libnccl.so"), "{m}");
+                println!("libnccl does not load: {m}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
     }
 
     #[test]
