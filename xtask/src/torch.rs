@@ -62,14 +62,36 @@ fn torch_cpu_lib() -> &'static str {
 
 /// Prepends `dir` to the path-list variable `var` as currently set in this process.
 fn prepend_path(var: &str, dir: &Path) -> Result<OsString> {
-    let mut parts = vec![dir.to_path_buf()];
+    prepend_paths(var, &[dir.to_path_buf()])
+}
+
+/// Prepends `dirs`, in order, to the path-list variable `var` as currently set in this process.
+fn prepend_paths(var: &str, dirs: &[PathBuf]) -> Result<OsString> {
+    let mut parts = dirs.to_vec();
     if let Some(old) = std::env::var_os(var) {
-        parts.extend(std::env::split_paths(&old).filter(|p| p != dir));
+        parts.extend(std::env::split_paths(&old).filter(|p| !dirs.contains(p)));
     }
-    std::env::join_paths(parts).with_context(|| format!("cannot add {} to {var}", dir.display()))
+    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    std::env::join_paths(parts).with_context(|| format!("cannot add {} to {var}", names.join(", ")))
 }
 
 impl TorchEnv {
+    /// The folder of the NCCL library that the PyTorch wheel ships (`nvidia/nccl/lib` in the site-packages
+    /// holding `torch/lib`), when there is one: diem-dist's NCCL back end loads it from the runtime library
+    /// path (see [`crate::mpi::link_nccl`]).
+    pub fn nccl_lib_dir(&self) -> Option<PathBuf> {
+        let site = self.lib_dir.parent()?.parent()?;
+        let dir = site.join("nvidia").join("nccl").join("lib");
+        dir.is_dir().then_some(dir)
+    }
+
+    /// The folders put on the runtime library path: libtorch's, then the wheel's NCCL folder if any.
+    fn runtime_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.lib_dir.clone()];
+        dirs.extend(self.nccl_lib_dir());
+        dirs
+    }
+
     /// The environment variables to set (name, value) for cargo and for binaries built against libtorch.
     pub fn vars(&self) -> Result<Vec<(String, OsString)>> {
         let mut vars = Vec::new();
@@ -97,7 +119,7 @@ impl TorchEnv {
             vars.retain(|(k, _)| k != "PATH");
             vars.push(("PATH".to_string(), std::env::join_paths(parts)?));
         } else {
-            vars.push((lib_var.to_string(), prepend_path(lib_var, &self.lib_dir)?));
+            vars.push((lib_var.to_string(), prepend_paths(lib_var, &self.runtime_dirs())?));
         }
         Ok(vars)
     }
@@ -135,10 +157,9 @@ impl TorchEnv {
         }
         out.push_str(&format!("export DIEM_TORCH_LIB={}\n", shell_quote(&self.lib_dir.to_string_lossy())));
         let var = library_path_var();
-        out.push_str(&format!(
-            "export {var}={}\"${{{var}:+:${var}}}\"\n",
-            shell_quote(&self.lib_dir.to_string_lossy())
-        ));
+        let dirs: Vec<String> =
+            self.runtime_dirs().iter().map(|d| d.to_string_lossy().into_owned()).collect();
+        out.push_str(&format!("export {var}={}\"${{{var}:+:${var}}}\"\n", shell_quote(&dirs.join(":"))));
         out
     }
 }
@@ -159,6 +180,7 @@ pub fn setup(root: &Path) -> Result<TorchEnv> {
     let venv = root.join(".venv");
     let env = ensure_torch(&venv)?;
     ensure_extras(&venv)?;
+    crate::mpi::link_nccl(&env);
     Ok(env)
 }
 
