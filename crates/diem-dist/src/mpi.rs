@@ -32,6 +32,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 
 use ::mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use ::mpi::datatype::PartitionMut;
@@ -74,6 +75,8 @@ pub struct Mpi {
     checked: Cell<[bool; 2]>,
     /// Staging buffers kept between calls.
     pool: Pool,
+    /// Neither `Send` nor `Sync` whatever the MPI's handle types (an `int` in MPICH): MPI runs funneled.
+    _funneled: PhantomData<*const ()>,
     /// Last, so that it is dropped (`MPI_Finalize`) after the communicator.
     _universe: Universe,
 }
@@ -91,11 +94,21 @@ impl fmt::Debug for Mpi {
     }
 }
 
-/// Which first call [`Mpi`] has checked.
-#[derive(Clone, Copy)]
-enum Op {
+/// The tensor collectives whose layouts [`Mpi`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
     Broadcast = 0,
     AllReduce = 1,
+}
+
+impl Op {
+    /// The collective's name, as in errors.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Broadcast => "broadcast",
+            Self::AllReduce => "all_reduce_mean",
+        }
+    }
 }
 
 impl Mpi {
@@ -128,6 +141,7 @@ impl Mpi {
             layout_check: LayoutCheck::default(),
             checked: Cell::new([false; 2]),
             pool: Pool::default(),
+            _funneled: PhantomData,
             _universe: universe,
         })
     }
@@ -153,22 +167,19 @@ impl Mpi {
     /// adds each tensor's device type to the fingerprint (for back ends that route by device).
     pub(crate) fn check_layout(
         &self,
-        op: &'static str,
+        op: Op,
         root: usize,
         tensors: &[Tensor],
         with_device: bool,
     ) -> Result<()> {
-        let which = match op {
-            "broadcast" => Op::Broadcast,
-            _ => Op::AllReduce,
-        } as usize;
+        let which = op as usize;
         let mut checked = self.checked.get();
         if self.layout_check == LayoutCheck::First && checked[which] {
             return Ok(());
         }
         checked[which] = true;
         self.checked.set(checked);
-        let local = host::layout(op, root, tensors, with_device)?;
+        let local = host::layout(op.name(), root, tensors, with_device)?;
         let mut all = vec![[0u64; 3]; self.size];
         self.world.all_gather_into(&local[..], flat_mut(&mut all));
         if all.iter().all(|l| *l == all[0]) {
@@ -180,7 +191,10 @@ impl Mpi {
             .map(|(r, l)| format!("rank {r}: {} tensors, {} elements, layout {:016x}", l[1], l[2], l[0]))
             .collect::<Vec<_>>()
             .join("; ");
-        Err(DistError::Mismatch { what: format!("the tensors (shapes, dtypes, root) of {op}"), detail })
+        Err(DistError::Mismatch {
+            what: format!("the tensors (shapes, dtypes, root) of {}", op.name()),
+            detail,
+        })
     }
 
     fn check_root(&self, root: usize) -> Result<()> {
@@ -404,7 +418,7 @@ impl Communicator for Mpi {
         self.check_root(root)?;
         // The layout check comes first: it also catches a rank whose tensors fail the local checks below
         // (on the calls it runs), so that no rank is left waiting in a collective.
-        self.check_layout("broadcast", root, tensors, false)?;
+        self.check_layout(Op::Broadcast, root, tensors, false)?;
         let groups = host::groups("broadcast", tensors, |_, _| true)?;
         if self.size == 1 {
             return Ok(());
@@ -428,7 +442,7 @@ impl Communicator for Mpi {
     }
 
     fn all_reduce_mean(&self, tensors: &mut [Tensor]) -> Result<()> {
-        self.check_layout("all_reduce_mean", 0, tensors, false)?;
+        self.check_layout(Op::AllReduce, 0, tensors, false)?;
         let groups = host::groups("all_reduce_mean", tensors, |_, _| true)?;
         for g in &groups {
             check_mean_kind("all_reduce_mean", g.indices[0], g.kind)?;

@@ -30,7 +30,7 @@ use cudarc::nccl::{result as nccl, sys};
 use tch::{Device, Kind, Tensor};
 
 use crate::host;
-use crate::mpi::Mpi;
+use crate::mpi::{Mpi, Op};
 use crate::{agree, Backend, Communicator, Disagreement, DistError, Launch, Result};
 
 /// The environment variable the dynamic loader searches (where the NCCL advice points).
@@ -442,7 +442,7 @@ impl Communicator for Nccl {
                 self.size()
             )));
         }
-        self.mpi.check_layout("broadcast", root, tensors, true)?;
+        self.mpi.check_layout(Op::Broadcast, root, tensors, true)?;
         let (gpu, cpu) = self.route("broadcast", tensors)?;
         self.on_host(tensors, &cpu, |m, sub| m.broadcast(sub, root))?;
         let root = i32::try_from(root).unwrap_or(i32::MAX);
@@ -456,7 +456,7 @@ impl Communicator for Nccl {
     }
 
     fn all_reduce_mean(&self, tensors: &mut [Tensor]) -> Result<()> {
-        self.mpi.check_layout("all_reduce_mean", 0, tensors, true)?;
+        self.mpi.check_layout(Op::AllReduce, 0, tensors, true)?;
         let (gpu, cpu) = self.route("all_reduce_mean", tensors)?;
         for &i in &gpu {
             let kind = tensors[i].f_kind()?;
