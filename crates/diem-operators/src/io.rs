@@ -4,7 +4,7 @@
 //!
 //! | field | dtype | shape |
 //! | --- | --- | --- |
-//! | `y` | float32 / float64 | `[N, ..y_shape]` |
+//! | `y` | float32 / float64 | `[N, ..y_shape]`, N ≥ 1 |
 //! | `noise_std` | float32 / float64 | `[]` (isotropic) or `[1 or N, ..y_shape]` (per entry) |
 //! | `operator` | the kind string (below) | |
 //! | operator arrays | float (`mask`, `matrix`, `kernels`, `rows`, `cols`), int64 (`x_shape`, `boundary`) | per operator |
@@ -14,15 +14,23 @@
 //! `bytes(f["operator"]).decode()`), and the `operator` entry of the header metadata in `.safetensors`.
 //! Arrays keep their dtype, so a save/load round trip is exact. Loading checks every field (presence,
 //! dtype, shape, finiteness, the kind, no unexpected arrays) and names the file and the field in its error.
-//! Files are written to a temporary name in the same folder and renamed.
+//!
+//! Reading never trusts a size the file declares: an `.npz` array's header must describe exactly the bytes
+//! its entry holds before anything is allocated, and a `.safetensors` header is checked against the data
+//! by the `safetensors` crate, so a truncated or forged file is an error, not an allocation failure. Only
+//! regular files are read (a FIFO or a device is refused).
+//!
+//! Files are written to a temporary name in the same folder (`.name.tmp-PID`), synced and renamed. A
+//! symbolic link is written through (its target is replaced, the link stays); a path that exists and is not
+//! a regular file (a directory, a device such as `/dev/stdout`, a FIFO) is refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufReader, BufWriter, Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::{NpzWriter, ReadNpyExt};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
@@ -37,44 +45,167 @@ const Y: &str = "y";
 const NOISE: &str = "noise_std";
 const OPERATOR: &str = "operator";
 
-/// Writes `obs` to `path` (`.npz` or `.safetensors`, by extension).
-pub fn save(obs: &Observation, path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let tmp = temp_path(path);
-    let written = match ext {
-        "npz" => write_npz(obs, &tmp),
-        "safetensors" => write_safetensors(obs, &tmp),
-        _ => Err(Error::Format {
-            format: "observation file",
-            reason: format!("unknown extension {ext:?}; expected .npz or .safetensors"),
-        }),
-    };
-    let done = written.and_then(|()| std::fs::rename(&tmp, path).map_err(Error::from));
-    if done.is_err() {
-        // Best effort: the temporary file is useless after a failure.
-        let _ = std::fs::remove_file(&tmp);
+/// The two observation file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A numpy `.npz` archive (uncompressed, as `np.savez` writes it).
+    Npz,
+    /// A `.safetensors` file with the operator kind in its header metadata.
+    Safetensors,
+}
+
+impl Format {
+    /// The format named by `path`'s extension (`.npz` or `.safetensors`, any case).
+    ///
+    /// # Errors
+    /// [`Error::Format`] for any other extension.
+    pub fn of_path(path: &Path) -> Result<Self> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "npz" => Ok(Self::Npz),
+            "safetensors" => Ok(Self::Safetensors),
+            _ => Err(Error::Format {
+                format: "observation file",
+                reason: format!("unknown extension {ext:?}; expected .npz or .safetensors"),
+            }),
+        }
     }
-    done.map_err(|e| e.in_file(path))
+}
+
+/// Writes `obs` to `path` (`.npz` or `.safetensors`, by extension), atomically.
+///
+/// # Errors
+/// [`Error::File`] naming `path`: an unknown extension, a path that is not a regular file, an IO error.
+pub fn save(obs: &Observation, path: &Path) -> Result<()> {
+    let written = Format::of_path(path).and_then(|format| {
+        let target = write_target(path)?;
+        match format {
+            Format::Npz => write_atomic_with(&target, |f| write_npz(obs, f)),
+            Format::Safetensors => {
+                let bytes = safetensors_bytes(obs)?;
+                write_atomic_with(&target, |f| Ok(f.write_all(&bytes)?))
+            }
+        }
+    });
+    written.map_err(|e| e.in_file(path))
 }
 
 /// Reads an observation set from `path` (`.npz` or `.safetensors`, by extension) onto `device`.
+///
+/// # Errors
+/// [`Error::File`] naming `path` and, for a field-level problem, the field.
 pub fn load(path: &Path, device: Device) -> Result<Observation> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let read = match ext {
-        "npz" => read_npz(path),
-        "safetensors" => read_safetensors(path),
-        _ => Err(Error::Format {
-            format: "observation file",
-            reason: format!("unknown extension {ext:?}; expected .npz or .safetensors"),
-        }),
-    };
-    read.and_then(|(kind, arrays)| from_arrays(&kind, arrays, device)).map_err(|e| e.in_file(path))
+    let read = Format::of_path(path).and_then(|format| {
+        check_regular_input(path)?;
+        let (kind, arrays) = match format {
+            Format::Npz => read_npz(path)?,
+            Format::Safetensors => read_safetensors(path)?,
+        };
+        from_arrays(&kind, arrays, device)
+    });
+    read.map_err(|e| e.in_file(path))
 }
 
+/// Reads an observation set from the bytes of a file in `format` (what [`load`] does after reading the
+/// file; the fuzz targets call this).
+///
+/// # Errors
+/// As [`load`], without the file's name.
+pub fn load_bytes(bytes: &[u8], format: Format, device: Device) -> Result<Observation> {
+    let (kind, arrays) = match format {
+        Format::Npz => read_npz_from(Cursor::new(bytes))?,
+        Format::Safetensors => read_safetensors_bytes(bytes)?,
+    };
+    from_arrays(&kind, arrays, device)
+}
+
+/// Refuses to read anything but a regular file (after following symbolic links): reading a FIFO would
+/// block and reading a device such as `/dev/zero` would never end.
+fn check_regular_input(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::Format {
+            format: "observation file",
+            reason: format!("not a regular file ({})", file_type_name(&meta)),
+        });
+    }
+    Ok(())
+}
+
+/// A short name for what a non-regular path is.
+fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Where a write to `path` lands: `path` itself, or the file a symbolic link at `path` points to (followed
+/// through chains, a dangling link's target included).
+///
+/// # Errors
+/// [`Error::Format`] when the path (after links) exists and is not a regular file, or links loop.
+pub fn write_target(path: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::Format {
+                format: "output file",
+                reason: format!(
+                    "exists and is {}: diem writes through a temporary file and a rename, which needs a \
+                     regular file path",
+                    file_type_name(&meta)
+                ),
+            })
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p)?;
+                p = if link.is_absolute() { link } else { p.parent().unwrap_or(Path::new("")).join(link) };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(Error::Format { format: "output file", reason: "too many levels of symbolic links".into() })
+}
+
+/// `dir/.name.tmp-PID` for `dir/name`.
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes the regular file `path` through a temporary file filled by `write`, `fsync` and a rename.
+fn write_atomic_with(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        write(&mut f)?;
+        f.sync_all()?;
+        Ok(std::fs::rename(&tmp, path)?)
+    })();
+    if result.is_err() {
+        // Best effort: the temporary file is useless after a failure.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// All arrays of `obs` by name (y, noise_std and the operator's parameters), on the CPU.
@@ -102,6 +233,10 @@ fn from_arrays(kind: &str, mut arrays: BTreeMap<String, Tensor>, device: Device)
             format!("expected [N, ..y_shape] (rank ≥ 2), found shape {:?}", y.size()),
         ));
     }
+    let n = y.size()[0];
+    if n == 0 {
+        return Err(Error::field(Y, format!("holds no observations (shape {:?}, N = 0)", y.size())));
+    }
     let std = arrays.remove(NOISE).ok_or(Error::MissingField { field: NOISE.into() })?;
     check_float_field(NOISE, &std)?;
     if std.numel() > 0 && std.lt(0.0).any().int64_value(&[]) != 0 {
@@ -110,7 +245,6 @@ fn from_arrays(kind: &str, mut arrays: BTreeMap<String, Tensor>, device: Device)
     let noise = if std.dim() == 0 || (std.dim() == 1 && std.numel() == 1) {
         NoiseCov::isotropic(std.reshape([1]).double_value(&[0]))?
     } else {
-        let n = y.size()[0];
         let s = std.size();
         if s.len() != y.dim() || s[1..] != y.size()[1..] || (s[0] != 1 && s[0] != n) {
             return Err(Error::field(
@@ -125,14 +259,13 @@ fn from_arrays(kind: &str, mut arrays: BTreeMap<String, Tensor>, device: Device)
     if let Some(extra) = arrays.keys().find(|k| !expected.contains_key(*k)) {
         return Err(Error::field(extra.clone(), format!("unexpected array for operator {kind:?}")));
     }
-    let n = y.size()[0];
     if y.size()[1..] != operator.y_shape() || (operator.batch() != 1 && operator.batch() != n) {
         return Err(Error::field(
             Y,
             format!(
-                "shape {:?} does not fit operator {kind:?}: expected [N, {:?}] with N = {}",
+                "shape {:?} does not fit operator {kind:?}: expected [N, {}] with N = {}",
                 y.size(),
-                operator.y_shape(),
+                operator.y_shape().iter().map(i64::to_string).collect::<Vec<_>>().join(", "),
                 operator.batch()
             ),
         ));
@@ -145,7 +278,7 @@ fn check_float_field(name: &str, t: &Tensor) -> Result<()> {
     if !matches!(t.kind(), Kind::Float | Kind::Double) {
         return Err(Error::field(
             name,
-            format!("expected float32 or float64, found {}", kind_name(t.kind())),
+            format!("expected float32 or float64, found {}", dtype_name(t.kind())),
         ));
     }
     if t.numel() > 0 && t.isfinite().all().int64_value(&[]) == 0 {
@@ -154,16 +287,142 @@ fn check_float_field(name: &str, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-fn kind_name(kind: Kind) -> &'static str {
+/// The numpy name of a tensor dtype (`float32`, `int64`, ...), as every message of this crate spells it.
+pub fn dtype_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Float => "float32",
         Kind::Double => "float64",
+        Kind::Half => "float16",
+        Kind::BFloat16 => "bfloat16",
         Kind::Int64 => "int64",
         Kind::Int => "int32",
+        Kind::Int16 => "int16",
+        Kind::Int8 => "int8",
         Kind::Uint8 => "uint8",
         Kind::Bool => "bool",
         _ => "an unsupported dtype",
     }
+}
+
+// ── npy headers ─────────────────────────────────────────────────────────────────────────────────────
+
+/// What an `.npy` header declares (numpy format versions 1–3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// The dtype descriptor, e.g. `"<f4"`, `"|u1"`.
+    pub descr: String,
+    /// Whether the data are stored column-major.
+    pub fortran_order: bool,
+    /// The array's shape.
+    pub shape: Vec<usize>,
+    /// The length of the header, magic string included: the data start at this offset.
+    pub header_len: usize,
+}
+
+impl NpyHeader {
+    /// The size in bytes of one element, for a dtype diem reads ([`NpyHeader::dtype`]).
+    pub fn item_size(&self) -> Option<usize> {
+        Some(match self.dtype()? {
+            "float64" | "int64" => 8,
+            "float32" | "int32" => 4,
+            _ => 1,
+        })
+    }
+
+    /// The number of data bytes the header declares (`None` on overflow or an unknown descriptor).
+    pub fn data_len(&self) -> Option<u64> {
+        let item = self.item_size()? as u64;
+        self.shape.iter().try_fold(item, |acc, &d| acc.checked_mul(d as u64))
+    }
+
+    /// The numpy dtype name of the descriptor, when diem reads it (`float32`, `float64`, `int64`, `int32`,
+    /// `uint8`, `bool`).
+    pub fn dtype(&self) -> Option<&'static str> {
+        let (order, code) = (self.descr.get(..1)?, self.descr.get(1..)?);
+        if !matches!(order, "<" | ">" | "|" | "=") {
+            return None;
+        }
+        Some(match code {
+            "f4" => "float32",
+            "f8" => "float64",
+            "i8" => "int64",
+            "i4" => "int32",
+            "u1" => "uint8",
+            "b1" => "bool",
+            _ => return None,
+        })
+    }
+}
+
+/// Parses the header at the start of an `.npy` stream.
+///
+/// # Errors
+/// [`Error::Format`] (`"npy"`) for a bad magic string, version or header dictionary.
+pub fn read_npy_header(reader: &mut impl Read) -> Result<NpyHeader> {
+    let bad = |reason: String| Error::Format { format: "npy", reason };
+    let mut start = [0u8; 8];
+    reader.read_exact(&mut start).map_err(|e| bad(format!("no header: {e}")))?;
+    if &start[..6] != b"\x93NUMPY" {
+        return Err(bad("not an .npy array (bad magic string)".into()));
+    }
+    let (len_bytes, text_len) = match start[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            reader.read_exact(&mut b).map_err(|e| bad(format!("truncated header: {e}")))?;
+            (2, u16::from_le_bytes(b) as usize)
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            reader.read_exact(&mut b).map_err(|e| bad(format!("truncated header: {e}")))?;
+            (4, u32::from_le_bytes(b) as usize)
+        }
+        v => return Err(bad(format!("unsupported format version {v}"))),
+    };
+    if text_len > 1 << 20 {
+        return Err(bad(format!("header of {text_len} bytes is implausibly long")));
+    }
+    let mut text = vec![0u8; text_len];
+    reader.read_exact(&mut text).map_err(|e| bad(format!("truncated header: {e}")))?;
+    let text = String::from_utf8(text).map_err(|_| bad("header is not UTF-8".into()))?;
+    let field = |key: &str| -> Result<&str> {
+        let at = text
+            .find(&format!("'{key}'"))
+            .or_else(|| text.find(&format!("\"{key}\"")))
+            .ok_or_else(|| bad(format!("header has no '{key}'")))?;
+        let rest = &text[at + key.len() + 2..];
+        let colon = rest.find(':').ok_or_else(|| bad(format!("header: no value for '{key}'")))?;
+        Ok(rest[colon + 1..].trim_start())
+    };
+    let descr = {
+        let v = field("descr")?;
+        let quote = v.chars().next().filter(|c| *c == '\'' || *c == '"');
+        let quote = quote.ok_or_else(|| bad("header: 'descr' is not a plain dtype string".into()))?;
+        let end = v[1..].find(quote).ok_or_else(|| bad("header: unterminated 'descr'".into()))?;
+        v[1..1 + end].to_string()
+    };
+    let fortran_order = {
+        let v = field("fortran_order")?;
+        if v.starts_with("True") {
+            true
+        } else if v.starts_with("False") {
+            false
+        } else {
+            return Err(bad("header: 'fortran_order' is neither True nor False".into()));
+        }
+    };
+    let shape = {
+        let v = field("shape")?;
+        let v = v.strip_prefix('(').ok_or_else(|| bad("header: 'shape' is not a tuple".into()))?;
+        let end = v.find(')').ok_or_else(|| bad("header: unterminated 'shape'".into()))?;
+        v[..end]
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_end_matches('L').parse::<usize>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| bad(format!("header: bad 'shape' {:?}", &v[..end])))?
+    };
+    Ok(NpyHeader { descr, fortran_order, shape, header_len: 8 + len_bytes + text_len })
 }
 
 // ── npz ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -178,79 +437,170 @@ fn to_array<T: tch::kind::Element + Copy>(t: &Tensor) -> Result<ArrayD<T>> {
     ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(npz_err)
 }
 
-fn from_array<T: tch::kind::Element + Copy>(a: ArrayD<T>) -> Tensor {
+fn from_array<T: tch::kind::Element + Copy>(a: ArrayD<T>) -> Result<Tensor> {
     let shape: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
     let v: Vec<T> = a.iter().copied().collect();
-    Tensor::from_slice(&v).reshape(&shape)
+    Ok(Tensor::from_slice(&v).f_reshape(&shape)?)
 }
 
-fn write_npz(obs: &Observation, path: &Path) -> Result<()> {
-    let mut npz = NpzWriter::new(BufWriter::new(File::create(path)?));
-    for (name, t) in named_arrays(obs)? {
-        let err =
-            |e: ndarray_npy::WriteNpzError| Error::field(name.clone(), format!("npz write failed: {e}"));
-        match t.kind() {
-            Kind::Float => npz.add_array(name.as_str(), &to_array::<f32>(&t)?).map_err(err)?,
-            Kind::Double => npz.add_array(name.as_str(), &to_array::<f64>(&t)?).map_err(err)?,
-            Kind::Int64 => npz.add_array(name.as_str(), &to_array::<i64>(&t)?).map_err(err)?,
-            other => return Err(Error::field(name, format!("cannot write dtype {other:?}"))),
+/// Writes `obs` as an `.npz` archive into `file`.
+fn write_npz(obs: &Observation, file: &mut File) -> Result<()> {
+    {
+        let mut npz = NpzWriter::new(BufWriter::new(file));
+        for (name, t) in named_arrays(obs)? {
+            let err =
+                |e: ndarray_npy::WriteNpzError| Error::field(name.clone(), format!("npz write failed: {e}"));
+            match t.kind() {
+                Kind::Float => npz.add_array(name.as_str(), &to_array::<f32>(&t)?).map_err(err)?,
+                Kind::Double => npz.add_array(name.as_str(), &to_array::<f64>(&t)?).map_err(err)?,
+                Kind::Int64 => npz.add_array(name.as_str(), &to_array::<i64>(&t)?).map_err(err)?,
+                other => return Err(Error::field(name, format!("cannot write dtype {}", dtype_name(other)))),
+            }
         }
+        let kind = obs.operator.kind();
+        let bytes = ndarray::Array1::from(kind.into_bytes());
+        npz.add_array(OPERATOR, &bytes)
+            .map_err(|e| Error::field(OPERATOR, format!("npz write failed: {e}")))?;
+        npz.finish().map_err(npz_err)?.flush()?;
     }
-    let kind = obs.operator.kind();
-    let bytes = ndarray::Array1::from(kind.into_bytes());
-    npz.add_array(OPERATOR, &bytes).map_err(|e| Error::field(OPERATOR, format!("npz write failed: {e}")))?;
-    npz.finish().map_err(npz_err)?;
     Ok(())
 }
 
-/// Reads one array in whichever of float32, float64, int64, int32, uint8, bool it is stored.
-fn read_any(npz: &mut NpzReader<File>, name: &str) -> Result<Tensor> {
-    let first = match npz.by_name::<ndarray::OwnedRepr<f32>, IxDyn>(name) {
-        Ok(a) => return Ok(from_array(a)),
-        Err(e) => e,
+/// Reads the data of one `.npy` entry of `declared` bytes whose header (already read) is `header`, after
+/// checking that the header describes exactly those bytes.
+fn read_entry_data(entry: &mut impl Read, name: &str, header: &NpyHeader, declared: u64) -> Result<Vec<u8>> {
+    let data_len =
+        header.data_len().ok_or_else(|| Error::field(name, format!("shape {:?} overflows", header.shape)))?;
+    if header.header_len as u64 + data_len != declared {
+        return Err(Error::field(
+            name,
+            format!(
+                "the header declares shape {:?} of {} ({data_len} data bytes) but the entry holds {} \
+                 (truncated or corrupt file)",
+                header.shape,
+                header.dtype().unwrap_or("?"),
+                declared.saturating_sub(header.header_len as u64)
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    entry.take(data_len).read_to_end(&mut bytes).map_err(|e| Error::field(name, e.to_string()))?;
+    if bytes.len() as u64 != data_len {
+        return Err(Error::field(name, "truncated data".to_string()));
+    }
+    Ok(bytes)
+}
+
+/// The error for an array of a dtype diem does not read.
+fn unsupported_dtype(name: &str, header: &NpyHeader) -> Error {
+    Error::field(
+        name,
+        format!(
+            "unsupported dtype {:?} (expected float32, float64, int64, int32, uint8 or bool)",
+            header.descr
+        ),
+    )
+}
+
+/// Parses `.npy` bytes (header and data, sizes already checked) into a tensor of the declared dtype.
+fn parse_npy(name: &str, header: &NpyHeader, npy: &[u8]) -> Result<Tensor> {
+    let fail = |e: ndarray_npy::ReadNpyError| Error::field(name, format!("unreadable array: {e}"));
+    let t = match header.dtype() {
+        Some("float32") => from_array(ArrayD::<f32>::read_npy(npy).map_err(fail)?)?,
+        Some("float64") => from_array(ArrayD::<f64>::read_npy(npy).map_err(fail)?)?,
+        Some("int64") => from_array(ArrayD::<i64>::read_npy(npy).map_err(fail)?)?,
+        Some("int32") => from_array(ArrayD::<i32>::read_npy(npy).map_err(fail)?)?,
+        Some("uint8") => from_array(ArrayD::<u8>::read_npy(npy).map_err(fail)?)?,
+        Some("bool") => from_array(ArrayD::<bool>::read_npy(npy).map_err(fail)?)?,
+        _ => return Err(unsupported_dtype(name, header)),
     };
-    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<f64>, IxDyn>(name) {
-        return Ok(from_array(a));
-    }
-    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<i64>, IxDyn>(name) {
-        return Ok(from_array(a));
-    }
-    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<i32>, IxDyn>(name) {
-        return Ok(from_array(a));
-    }
-    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<u8>, IxDyn>(name) {
-        return Ok(from_array(a));
-    }
-    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<bool>, IxDyn>(name) {
-        return Ok(from_array(a));
-    }
-    Err(Error::field(name, format!("unsupported dtype or unreadable array ({first})")))
+    Ok(t)
 }
 
 /// Reads every array of an `.npz` file; returns the operator kind and the other arrays.
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Format`] for a bad archive, [`Error::Field`] naming a bad array.
 pub fn read_npz(path: &Path) -> Result<(String, BTreeMap<String, Tensor>)> {
-    let mut npz = NpzReader::new(File::open(path)?).map_err(npz_err)?;
-    let names = npz.names().map_err(npz_err)?;
+    read_npz_from(BufReader::new(File::open(path)?))
+}
+
+/// [`read_npz`] from any seekable reader (an in-memory file, for the fuzz targets).
+///
+/// # Errors
+/// As [`read_npz`].
+pub fn read_npz_from(reader: impl Read + Seek) -> Result<(String, BTreeMap<String, Tensor>)> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(npz_err)?;
     let mut kind = None;
     let mut arrays = BTreeMap::new();
-    for name in names {
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(npz_err)?;
+        let file_name = entry.name().to_string();
+        let name = file_name
+            .strip_suffix(".npy")
+            .ok_or_else(|| npz_err(format!("entry {file_name:?} is not an .npy array")))?
+            .to_string();
+        if kind.is_some() && name == OPERATOR || arrays.contains_key(&name) {
+            return Err(Error::field(name, "appears twice in the archive"));
+        }
+        let declared = entry.size();
+        let header = read_npy_header(&mut entry).map_err(|e| Error::field(name.clone(), e.to_string()))?;
         if name == OPERATOR {
-            let bytes = npz.by_name::<ndarray::OwnedRepr<u8>, IxDyn>(OPERATOR).map_err(|e| {
-                Error::field(
+            if header.dtype() != Some("uint8") || header.shape.len() != 1 {
+                return Err(Error::field(
                     OPERATOR,
-                    format!("expected the kind string as a uint8 array of UTF-8 bytes (np.frombuffer(b\"mask\", np.uint8)): {e}"),
-                )
-            })?;
-            let s = String::from_utf8(bytes.iter().copied().collect())
-                .map_err(|e| Error::field(OPERATOR, format!("not UTF-8: {e}")))?;
+                    format!(
+                        "expected the kind string as a 1-D uint8 array of UTF-8 bytes \
+                         (np.frombuffer(b\"mask\", np.uint8)), found dtype {:?} of shape {:?}",
+                        header.descr, header.shape
+                    ),
+                ));
+            }
+            let bytes = read_entry_data(&mut entry, OPERATOR, &header, declared)?;
+            let s =
+                String::from_utf8(bytes).map_err(|e| Error::field(OPERATOR, format!("not UTF-8: {e}")))?;
             kind = Some(s);
         } else {
-            let t = read_any(&mut npz, &name)?;
-            arrays.insert(name, t);
+            if header.dtype().is_none() {
+                return Err(unsupported_dtype(&name, &header));
+            }
+            let data = read_entry_data(&mut entry, &name, &header, declared)?;
+            let mut npy = npy_prefix(&header);
+            let offset = npy.len();
+            npy.extend(data);
+            let npy_header = NpyHeader { header_len: offset, ..header };
+            arrays.insert(name.clone(), parse_npy(&name, &npy_header, &npy)?);
         }
     }
     let kind = kind.ok_or(Error::MissingField { field: OPERATOR.into() })?;
     Ok((kind, arrays))
+}
+
+/// A canonical version-1 (or 2, for a long header) `.npy` header for `header`'s dtype and shape, so the
+/// checked data can be handed to `ndarray-npy` without re-reading the entry.
+fn npy_prefix(header: &NpyHeader) -> Vec<u8> {
+    let shape = match header.shape.len() {
+        1 => format!("({},)", header.shape[0]),
+        _ => format!("({})", header.shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    let order = if header.fortran_order { "True" } else { "False" };
+    let mut dict = format!("{{'descr': '{}', 'fortran_order': {order}, 'shape': {shape}, }}", header.descr);
+    let v1 = dict.len() + 64 < u16::MAX as usize;
+    let fixed = if v1 { 10 } else { 12 };
+    while (fixed + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    if v1 {
+        out.extend([1u8, 0]);
+        out.extend((dict.len() as u16).to_le_bytes());
+    } else {
+        out.extend([2u8, 0]);
+        out.extend((dict.len() as u32).to_le_bytes());
+    }
+    out.extend(dict.into_bytes());
+    out
 }
 
 // ── safetensors ─────────────────────────────────────────────────────────────────────────────────────
@@ -271,11 +621,12 @@ fn tensor_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
         Kind::Int64 => {
             (Dtype::I64, Vec::<i64>::try_from(&flat)?.iter().flat_map(|v| v.to_le_bytes()).collect())
         }
-        other => return Err(Error::field("?", format!("cannot write dtype {other:?}"))),
+        other => return Err(Error::field("?", format!("cannot write dtype {}", dtype_name(other)))),
     })
 }
 
-fn write_safetensors(obs: &Observation, path: &Path) -> Result<()> {
+/// The `.safetensors` bytes of `obs`.
+fn safetensors_bytes(obs: &Observation) -> Result<Vec<u8>> {
     let arrays = named_arrays(obs)?;
     let mut buffers = Vec::with_capacity(arrays.len());
     for (name, t) in &arrays {
@@ -291,20 +642,30 @@ fn write_safetensors(obs: &Observation, path: &Path) -> Result<()> {
         views.push((name.clone(), TensorView::new(*dtype, shape.clone(), bytes).map_err(st_err)?));
     }
     let meta: HashMap<String, String> = [(OPERATOR.to_string(), obs.operator.kind())].into_iter().collect();
-    safetensors::serialize_to_file(views, &Some(meta), path).map_err(st_err)
+    safetensors::serialize(views, &Some(meta)).map_err(st_err)
 }
 
 /// Reads every tensor of a `.safetensors` file; returns the operator kind (header metadata `operator`)
 /// and the arrays.
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Format`] for a bad header, [`Error::Field`] naming a bad tensor.
 pub fn read_safetensors(path: &Path) -> Result<(String, BTreeMap<String, Tensor>)> {
-    let bytes = std::fs::read(path)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(st_err)?;
+    read_safetensors_bytes(&std::fs::read(path)?)
+}
+
+/// [`read_safetensors`] from the file's bytes.
+///
+/// # Errors
+/// As [`read_safetensors`].
+pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<(String, BTreeMap<String, Tensor>)> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
     let kind = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(OPERATOR).cloned())
         .ok_or(Error::MissingField { field: format!("__metadata__.{OPERATOR}") })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(st_err)?;
+    let st = SafeTensors::deserialize(bytes).map_err(st_err)?;
     let mut arrays = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
@@ -335,9 +696,54 @@ pub fn read_safetensors(path: &Path) -> Result<(String, BTreeMap<String, Tensor>
                     .collect::<Vec<_>>(),
             ),
             Dtype::U8 => Tensor::from_slice(data),
-            other => return Err(Error::field(name, format!("unsupported dtype {other:?}"))),
+            other => {
+                return Err(Error::field(
+                    name,
+                    format!(
+                        "unsupported dtype {} (expected float32, float64, int64, int32 or uint8)",
+                        safetensors_dtype_name(other)
+                    ),
+                ))
+            }
         };
-        arrays.insert(name, t.reshape(&shape));
+        let t = t.f_reshape(&shape).map_err(|e| Error::field(name.clone(), e.to_string()))?;
+        arrays.insert(name, t);
     }
     Ok((kind, arrays))
+}
+
+/// The numpy-style name of a safetensors dtype.
+fn safetensors_dtype_name(d: Dtype) -> String {
+    match d {
+        Dtype::BOOL => "bool".into(),
+        Dtype::U8 => "uint8".into(),
+        Dtype::I8 => "int8".into(),
+        Dtype::I16 => "int16".into(),
+        Dtype::U16 => "uint16".into(),
+        Dtype::F16 => "float16".into(),
+        Dtype::BF16 => "bfloat16".into(),
+        Dtype::I32 => "int32".into(),
+        Dtype::U32 => "uint32".into(),
+        Dtype::F32 => "float32".into(),
+        Dtype::F64 => "float64".into(),
+        Dtype::I64 => "int64".into(),
+        Dtype::U64 => "uint64".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_headers_round_trip_through_the_canonical_prefix() {
+        for shape in [vec![], vec![3], vec![2, 5, 7]] {
+            let h = NpyHeader { descr: "<f4".into(), fortran_order: false, shape, header_len: 0 };
+            let bytes = npy_prefix(&h);
+            assert_eq!(bytes.len() % 64, 0);
+            let back = read_npy_header(&mut bytes.as_slice()).expect("parses");
+            assert_eq!((back.descr, back.shape, back.header_len), (h.descr, h.shape, bytes.len()));
+        }
+    }
 }

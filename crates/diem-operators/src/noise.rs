@@ -50,7 +50,7 @@ impl NoiseCov {
             return Err(Error::param(
                 "NoiseCov",
                 "std",
-                format!("dtype must be float32/float64, got {:?}", std.kind()),
+                format!("dtype must be float32 or float64, got {}", crate::io::dtype_name(std.kind())),
             ));
         }
         if std.dim() < 1 || std.size()[0] < 1 {

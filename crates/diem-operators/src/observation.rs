@@ -52,7 +52,7 @@ impl Observation {
             return Err(Error::param(
                 "Observation",
                 "y",
-                format!("dtype must be float32/float64, got {:?}", y.kind()),
+                format!("dtype must be float32 or float64, got {}", crate::io::dtype_name(y.kind())),
             ));
         }
         noise.check(size[0], &y_shape)?;
@@ -90,7 +90,7 @@ impl Observation {
             return Err(Error::param(
                 "Observation::simulate",
                 "x",
-                format!("dtype must be float32/float64, got {:?}", x.kind()),
+                format!("dtype must be float32 or float64, got {}", crate::io::dtype_name(x.kind())),
             ));
         }
         noise.check(size[0], &operator.y_shape())?;
@@ -137,6 +137,39 @@ impl Observation {
     pub fn narrow(&self, start: i64, len: i64) -> Self {
         let indices: Vec<i64> = (start..start + len).collect();
         self.select(&indices)
+    }
+
+    /// The observations that carry no information: those whose operator is zero (an all-zero mask, an empty
+    /// k-space mask, a zero matrix), so that their `y_i` is pure noise. Found by applying every `A_i` to a
+    /// seeded random probe (a linear map sends a Gaussian probe to 0 only if it is 0, with probability 1),
+    /// in chunks of bounded memory. Returns the indices in increasing order (all of `0..N` for a shared zero
+    /// operator).
+    pub fn unobserved(&self) -> Vec<i64> {
+        let _guard = tch::no_grad_guard();
+        let n = self.len();
+        let batch = self.operator.batch();
+        let x_shape = self.operator.x_shape();
+        let x_numel = self.operator.x_numel().max(1);
+        let chunk = ((1i64 << 22) / x_numel).clamp(1, batch.max(1));
+        let device = self.operator.device();
+        let mut zero = Vec::new();
+        let mut start = 0;
+        while start < batch {
+            let len = chunk.min(batch - start);
+            let op = self.operator.narrow(start, len);
+            let mut shape = vec![len];
+            shape.extend(&x_shape);
+            let probe =
+                NoiseCov::Isotropic { std: 1.0 }.sample(&shape, tch::Kind::Double, device, start as u64);
+            let seen = op.apply(&probe).reshape([len, -1]).ne(0.0).any_dim(1, false);
+            let rows = seen.logical_not().nonzero().reshape([-1]).to_device(Device::Cpu);
+            zero.extend(Vec::<i64>::try_from(&rows).unwrap_or_default().into_iter().map(|r| r + start));
+            start += len;
+        }
+        if batch == 1 && !zero.is_empty() {
+            return (0..n).collect();
+        }
+        zero
     }
 
     /// A copy on `device`.

@@ -157,13 +157,27 @@ pub(crate) fn as_kind(t: &Tensor, kind: Kind) -> Tensor {
     }
 }
 
-/// Checks that `x_shape` is a non-empty list of positive dimensions.
+/// The most entries one sample may have (2^40): products of dimensions stay far from `i64` overflow, and
+/// no real latent comes close.
+pub const MAX_NUMEL: i64 = 1 << 40;
+
+/// `Π shape` when it is at most [`MAX_NUMEL`] (and no dimension is negative), else `None`.
+pub fn checked_numel(shape: &[i64]) -> Option<i64> {
+    shape.iter().try_fold(1i64, |acc, &d| {
+        if d < 0 {
+            return None;
+        }
+        acc.checked_mul(d).filter(|&n| n <= MAX_NUMEL)
+    })
+}
+
+/// Checks that `x_shape` is a non-empty list of positive dimensions with at most [`MAX_NUMEL`] entries.
 pub(crate) fn check_x_shape(op: &'static str, x_shape: &[i64]) -> crate::Result<()> {
-    if x_shape.is_empty() || x_shape.iter().any(|&d| d < 1) {
+    if x_shape.is_empty() || x_shape.iter().any(|&d| d < 1) || checked_numel(x_shape).is_none() {
         return Err(crate::Error::Shape {
             op,
             what: "x_shape".into(),
-            expected: "a non-empty list of positive dimensions".into(),
+            expected: format!("a non-empty list of positive dimensions with at most {MAX_NUMEL} entries"),
             got: x_shape.to_vec(),
         });
     }
@@ -184,7 +198,7 @@ pub(crate) fn check_float(op: &'static str, name: &str, t: &Tensor) -> crate::Re
         return Err(crate::Error::param(
             op,
             name,
-            format!("dtype must be float32 or float64, got {:?}", t.kind()),
+            format!("dtype must be float32 or float64, got {}", crate::io::dtype_name(t.kind())),
         ));
     }
     if t.numel() > 0 && t.isfinite().all().int64_value(&[]) == 0 {

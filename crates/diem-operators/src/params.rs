@@ -48,7 +48,7 @@ impl<'a> Params<'a> {
         if !matches!(t.kind(), Kind::Float | Kind::Double) {
             return Err(Error::field(
                 self.name(name),
-                format!("expected float32 or float64, found {:?}", t.kind()),
+                format!("expected float32 or float64, found {}", crate::io::dtype_name(t.kind())),
             ));
         }
         if t.numel() > 0 && t.isfinite().all().int64_value(&[]) == 0 {
@@ -63,12 +63,22 @@ impl<'a> Params<'a> {
         if t.kind() != Kind::Int64 || t.dim() != 1 {
             return Err(Error::field(
                 self.name(name),
-                format!("expected a 1-D int64 array, found {:?} of shape {:?}", t.kind(), t.size()),
+                format!(
+                    "expected a 1-D int64 array, found {} of shape {:?}",
+                    crate::io::dtype_name(t.kind()),
+                    t.size()
+                ),
             ));
         }
         let v = Vec::<i64>::try_from(t)?;
         if v.is_empty() || v.iter().any(|&d| d < 1) {
             return Err(Error::field(self.name(name), format!("expected positive dimensions, found {v:?}")));
+        }
+        if crate::operator::checked_numel(&v).is_none() {
+            return Err(Error::field(
+                self.name(name),
+                format!("{v:?} has more than {} entries per sample", crate::operator::MAX_NUMEL),
+            ));
         }
         Ok(v)
     }
@@ -79,7 +89,11 @@ impl<'a> Params<'a> {
         if t.kind() != Kind::Int64 || t.numel() != 1 {
             return Err(Error::field(
                 self.name(name),
-                format!("expected one int64, found {:?} of shape {:?}", t.kind(), t.size()),
+                format!(
+                    "expected one int64, found {} of shape {:?}",
+                    crate::io::dtype_name(t.kind()),
+                    t.size()
+                ),
             ));
         }
         Ok(t.reshape([1]).int64_value(&[0]))
@@ -120,7 +134,8 @@ fn parse_kind(s: &str) -> Option<KindTree> {
         }
         Some(KindTree { name, children })
     }
-    let bytes = s.trim().as_bytes();
+    // No trimming: " mask" or "mask\n" is not the kind "mask" (the error shows the string as found).
+    let bytes = s.as_bytes();
     let mut pos = 0;
     let tree = node(bytes, &mut pos)?;
     (pos == bytes.len()).then_some(tree)
@@ -178,7 +193,7 @@ mod tests {
         assert_eq!(t.name, "compose");
         assert_eq!(t.children.len(), 2);
         assert_eq!(t.children[1].children[1].name, "identity");
-        for bad in ["", "compose[", "compose[]", "mask]", "a[b,,c]", "mask x"] {
+        for bad in ["", "compose[", "compose[]", "mask]", "a[b,,c]", "mask x", " mask", "mask\n", "mask "] {
             assert!(parse_kind(bad).is_none(), "{bad:?} should not parse");
         }
     }
