@@ -4,9 +4,13 @@
 //! - `weights.safetensors`: every network variable by name, plus the prior mean `μ_x` as `prior_mean`;
 //! - `ema.safetensors` (optional): the EMA of the weights, same names.
 //!
-//! Every file is written to a temporary name in the same directory and renamed, so an interrupted save
-//! leaves the previous checkpoint intact. `config.json` is written last. Tensors are stored as raw
-//! little-endian f32/f64, so a round trip is bit-exact.
+//! Every file is written to a temporary name in the same directory (`.name.tmp-PID`), synced and renamed, so
+//! an interrupted save leaves the previous checkpoint intact. `config.json` is written last. Tensors are
+//! stored as raw little-endian f32/f64, so a round trip is bit-exact.
+//!
+//! Non-finite values (NaN, ±∞) are refused both ways: a model whose training diverged is not saved, and a
+//! file whose weights were corrupted to NaN does not load (the error names the file and the tensor), so
+//! nothing downstream silently samples NaN.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -48,20 +52,34 @@ pub struct CheckpointConfig {
     pub ema_decay: Option<f64>,
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename ([`write_atomic_with`]).
 ///
 /// # Errors
 /// [`Error::Io`] naming `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Writes `path` atomically: `write` fills `.name.tmp-PID` in the same directory, which is synced and
+/// renamed over `path`, so a kill leaves either the old file or the new one (and at most a stale temporary
+/// file, which [`is_temp_file`] recognizes). A symbolic link at `path` is written through: its target is
+/// replaced and the link stays. A `path` that exists and is not a regular file (a directory, a device such
+/// as `/dev/stdout`, a FIFO) is refused rather than replaced.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let target = write_target(path).map_err(io)?;
+    let tmp = temp_path(&target);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &target)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -69,14 +87,142 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(io)
 }
 
-/// Serializes named tensors (f32 or f64, any device) to safetensors bytes.
+/// `dir/.name.tmp-PID` for `dir/name`: where [`write_atomic_with`] writes before its rename.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// The process id in a temporary file name written by [`write_atomic_with`] (`.name.tmp-PID`), or `None`
+/// for any other name.
+pub fn is_temp_file(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (stem, pid) = rest.rsplit_once(".tmp-")?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Where a write to `path` lands: `path` itself, or the file a symbolic link at `path` points to (followed
+/// through chains, a dangling link's target included).
 ///
 /// # Errors
-/// [`Error::Weights`] for another dtype; [`Error::Torch`] if a tensor cannot be read.
+/// [`std::io::ErrorKind::InvalidInput`] when the path (after links) exists and is not a regular file;
+/// a link loop.
+pub fn write_target(path: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "exists and is not a regular file ({}): diem writes through a temporary file and a \
+                     rename, which needs a regular file path",
+                    file_type_name(&meta)
+                ),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p)?;
+                p = if link.is_absolute() { link } else { p.parent().unwrap_or(Path::new("")).join(link) };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "too many levels of symbolic links"))
+}
+
+/// A short name for what a path that is not a regular file is.
+pub fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Reads a whole regular file (a FIFO or a device is refused: reading one could block or never end).
+///
+/// # Errors
+/// The IO error, or [`std::io::ErrorKind::InvalidInput`] for a path that is not a regular file.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", file_type_name(&meta)),
+        ));
+    }
+    std::fs::read(path)
+}
+
+/// The numpy-style name of a tensor dtype (`float32`, `int64`, ...).
+pub fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Float => "float32",
+        Kind::Double => "float64",
+        Kind::Half => "float16",
+        Kind::BFloat16 => "bfloat16",
+        Kind::Int64 => "int64",
+        Kind::Int => "int32",
+        Kind::Int16 => "int16",
+        Kind::Int8 => "int8",
+        Kind::Uint8 => "uint8",
+        Kind::Bool => "bool",
+        _ => "an unsupported dtype",
+    }
+}
+
+/// The number of non-finite entries of a float tensor (0 for other dtypes).
+fn non_finite(t: &Tensor) -> i64 {
+    if t.numel() == 0 || !t.is_floating_point() {
+        return 0;
+    }
+    t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[])
+}
+
+/// The error for a tensor holding NaN or ±∞.
+fn non_finite_error(path: &Path, name: &str, t: &Tensor, bad: i64, doing: &str) -> Error {
+    Error::Weights {
+        path: path.into(),
+        name: name.into(),
+        reason: format!("{bad} of {} entries are NaN or infinite; {doing}", t.numel()),
+    }
+}
+
+/// Serializes named tensors (f32 or f64, any device, finite) to safetensors bytes.
+///
+/// # Errors
+/// [`Error::Weights`] for another dtype or a tensor with NaN or infinite entries (a diverged model is not
+/// saved over a good one); [`Error::Torch`] if a tensor cannot be read.
 pub fn tensors_to_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
     let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.detach().to_device(Device::Cpu).contiguous();
+        let bad = non_finite(&t);
+        if bad > 0 {
+            return Err(non_finite_error(path, name, &t, bad, "refusing to save them (training diverged?)"));
+        }
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         let (dtype, bytes) = match t.kind() {
             Kind::Float => {
@@ -91,7 +237,7 @@ pub fn tensors_to_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Resu
                 return Err(Error::Weights {
                     path: path.into(),
                     name: name.clone(),
-                    reason: format!("dtype {other:?} is not supported (f32 or f64)"),
+                    reason: format!("dtype {} is not supported (float32 or float64)", dtype_name(other)),
                 })
             }
         };
@@ -117,10 +263,19 @@ pub fn tensors_to_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Resu
 /// Reads every tensor of a safetensors file onto `device`, by name.
 ///
 /// # Errors
-/// [`Error::Io`] or [`Error::Weights`] naming the file (and the tensor).
+/// [`Error::Io`] or [`Error::Weights`] naming the file (and the tensor), also for a tensor with NaN or
+/// infinite entries.
 pub fn read_safetensors(path: &Path, device: Device) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+    let bytes = read_regular(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    safetensors_from_bytes(path, &bytes, device)
+}
+
+/// [`read_safetensors`] on the bytes of the file `path` (named in errors only).
+///
+/// # Errors
+/// As [`read_safetensors`].
+pub fn safetensors_from_bytes(path: &Path, bytes: &[u8], device: Device) -> Result<BTreeMap<String, Tensor>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
         path: path.into(),
         name: String::new(),
         reason: e.to_string(),
@@ -149,11 +304,23 @@ pub fn read_safetensors(path: &Path, device: Device) -> Result<BTreeMap<String, 
                 return Err(Error::Weights {
                     path: path.into(),
                     name,
-                    reason: format!("dtype {other:?} is not supported (F32 or F64)"),
+                    reason: format!(
+                        "dtype {} is not supported (float32 or float64)",
+                        format!("{other:?}").to_lowercase()
+                    ),
                 })
             }
         };
-        out.insert(name, t.reshape(shape).to_device(device));
+        let bad = non_finite(&t);
+        if bad > 0 {
+            return Err(non_finite_error(path, &name, &t, bad, "the file is corrupt or the model diverged"));
+        }
+        let t = t.f_reshape(shape).map_err(|e| Error::Weights {
+            path: path.into(),
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        out.insert(name, t.to_device(device));
     }
     Ok(out)
 }
@@ -172,7 +339,11 @@ fn take_checked(
         return Err(err(format!("shape {:?} in the file, the model expects {shape:?}", t.size())));
     }
     if t.kind() != kind {
-        return Err(err(format!("dtype {:?} in the file, the model expects {kind:?}", t.kind())));
+        return Err(err(format!(
+            "dtype {} in the file, the model expects {}",
+            dtype_name(t.kind()),
+            dtype_name(kind)
+        )));
     }
     Ok(t)
 }
@@ -227,7 +398,7 @@ pub fn save(dir: &Path, model: &PriorModel, ema: Option<&Ema>) -> Result<()> {
 /// each with the file's path; [`Error::Config`] for invalid values.
 pub fn load_config(dir: &Path) -> Result<CheckpointConfig> {
     let path: PathBuf = dir.join(CONFIG_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    let bytes = read_regular(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
     // Check the version first, so that a future format gets a version error rather than a field error.
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|source| Error::Json { path: path.clone(), source })?;
