@@ -423,9 +423,17 @@ impl EmConfig {
     /// each with the file's path; [`EmError::Config`] (naming the field, prefixed by the path) for invalid
     /// values.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| EmError::io(path, e))?;
+        let bytes = diem_models::checkpoint::read_regular(path).map_err(|e| EmError::io(path, e))?;
+        Self::from_json(path, &bytes)
+    }
+
+    /// [`EmConfig::from_file`] on the bytes of the file `path` (named in errors only).
+    ///
+    /// # Errors
+    /// As [`EmConfig::from_file`].
+    pub fn from_json(path: &Path, bytes: &[u8]) -> Result<Self> {
         let config: Self =
-            serde_json::from_slice(&bytes).map_err(|source| EmError::Json { path: path.into(), source })?;
+            serde_json::from_slice(bytes).map_err(|source| EmError::Json { path: path.into(), source })?;
         config.validate().map_err(|e| match e {
             EmError::Config { field, reason } => {
                 EmError::File { path: path.into(), reason: format!("field `{field}`: {reason}") }
@@ -446,6 +454,12 @@ impl EmConfig {
                 format!("version {} is not supported (expected {CONFIG_VERSION})", self.version),
             ));
         }
+        if self.laps == 0 {
+            return Err(EmError::config("laps", "must be ≥ 1 (a run of no lap learns nothing)"));
+        }
+        if self.mstep.steps == 0 {
+            return Err(EmError::config("mstep.steps", "must be ≥ 1 (an M-step of no step trains nothing)"));
+        }
         self.network.validate().map_err(|e| prefixed("network", e))?;
         self.gaussian.validate("gaussian")?;
         self.estep.validate()?;
@@ -456,8 +470,11 @@ impl EmConfig {
             }
         }
         if let Some(r) = &self.refit {
-            if r.rank == 0 || r.samples < 2 {
-                return Err(EmError::config("refit", format!("needs rank ≥ 1 and samples ≥ 2, got {r:?}")));
+            if r.rank == 0 {
+                return Err(EmError::config("refit.rank", "must be ≥ 1"));
+            }
+            if r.samples < 2 {
+                return Err(EmError::config("refit.samples", format!("must be ≥ 2, got {}", r.samples)));
             }
         }
         Ok(())
@@ -466,6 +483,74 @@ impl EmConfig {
     /// The model's noise schedule (`mstep.schedule`).
     pub fn schedule(&self) -> VeSchedule {
         self.mstep.schedule
+    }
+}
+
+/// The fields of [`EmConfig`] that may change when a run is resumed (dotted names; a name covers the fields
+/// below it). None of them changes what a lap computes, so a resumed run stays the run it was:
+///
+/// - `laps`: more laps continue the run, fewer stop it earlier (completed laps stay);
+/// - `progress`, `mstep.progress`: the progress display;
+/// - `diagnostics`: the observation-space diagnostic of `metrics.jsonl` (it draws from its own seed);
+/// - `storage`: where the data live between steps (host or device memory); every computation still runs
+///   on the run's device, chunk by chunk and batch by batch.
+///
+/// Every other field (the seed, the network, the Gaussian fit, the E-step, the M-step, the filter, the
+/// refit, the order) shapes the samples and the weights of every lap, so a change would mix two
+/// configurations in one run: [`crate::EmRun::resume`] refuses it and names the fields.
+pub const RESUMABLE: &[&str] = &["laps", "progress", "mstep.progress", "diagnostics", "storage"];
+
+/// One field that differs between two configurations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigChange {
+    /// The dotted field name (`mstep.steps`, `network.mlp.hidden`).
+    pub field: String,
+    /// The value before (`null` when the field was absent).
+    pub from: serde_json::Value,
+    /// The value after (`null` when the field is absent).
+    pub to: serde_json::Value,
+}
+
+impl ConfigChange {
+    /// Whether [`RESUMABLE`] allows this change on resume.
+    pub fn resumable(&self) -> bool {
+        RESUMABLE.iter().any(|r| self.field == *r || self.field.starts_with(&format!("{r}.")))
+    }
+}
+
+impl std::fmt::Display for ConfigChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} → {})", self.field, self.from, self.to)
+    }
+}
+
+/// The fields in which `new` differs from `old`, compared as JSON (the leaves: numbers, strings, arrays
+/// as a whole; a variant change such as `network.mlp` → `network.unet` shows as both keys).
+///
+/// # Errors
+/// [`EmError::Config`] if a configuration cannot be serialized (never for a valid one).
+pub fn config_changes(old: &EmConfig, new: &EmConfig) -> Result<Vec<ConfigChange>> {
+    let json = |c: &EmConfig| serde_json::to_value(c).map_err(|e| EmError::config("config", e.to_string()));
+    let mut out = Vec::new();
+    diff_values("", &json(old)?, &json(new)?, &mut out);
+    Ok(out)
+}
+
+fn diff_values(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<ConfigChange>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let field = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                diff_values(&field, va, vb, out);
+            }
+        }
+        _ if a != b => out.push(ConfigChange { field: prefix.to_string(), from: a.clone(), to: b.clone() }),
+        _ => {}
     }
 }
 

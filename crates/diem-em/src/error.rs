@@ -58,6 +58,26 @@ pub enum EmError {
         /// What is wrong.
         reason: String,
     },
+    /// An array that is about to be written (or was read) holds NaN or infinite values.
+    #[error("{what}: {} of {total} rows hold NaN or infinite values (rows {})", rows.len(), row_list(rows))]
+    NonFinite {
+        /// What holds them: the file, the step, the method.
+        what: String,
+        /// The rows (indices along the first axis) with a non-finite entry.
+        rows: Vec<i64>,
+        /// The number of rows.
+        total: i64,
+    },
+    /// `config.json` of a run was edited in a way a resume cannot honour (see [`crate::config::RESUMABLE`]).
+    #[error("{}: {reason}", path.display())]
+    ConfigChanged {
+        /// The run's `config.json`.
+        path: PathBuf,
+        /// The dotted names of the fields that changed and may not.
+        fields: Vec<String>,
+        /// The whole explanation, with the old and new values.
+        reason: String,
+    },
     /// Every E-step sample was dropped by the filter, so the M-step has no data.
     #[error("lap {lap}: the filter kept none of the {total} E-step samples")]
     EmptyTrainingSet {
@@ -97,6 +117,15 @@ pub enum EmError {
     },
 }
 
+/// The first few of `rows`, comma-separated, with an ellipsis after 8.
+fn row_list(rows: &[i64]) -> String {
+    let mut s: Vec<String> = rows.iter().take(8).map(i64::to_string).collect();
+    if rows.len() > 8 {
+        s.push("…".into());
+    }
+    s.join(", ")
+}
+
 /// `Result` with this crate's [`EmError`].
 pub type Result<T, E = EmError> = std::result::Result<T, E>;
 
@@ -121,6 +150,16 @@ impl EmError {
         Self::File { path: path.into(), reason: reason.into() }
     }
 
+    /// An [`EmError::NonFinite`] for the non-finite rows of `t` (`None` when every entry is finite, or `t`
+    /// is not a float tensor).
+    pub fn non_finite(what: impl Into<String>, t: &tch::Tensor) -> Option<Self> {
+        let rows = non_finite_rows(t);
+        if rows.is_empty() {
+            return None;
+        }
+        Some(Self::NonFinite { what: what.into(), rows, total: t.size().first().copied().unwrap_or(1) })
+    }
+
     /// An [`EmError::Observer`] wrapping any error.
     pub fn observer(
         name: impl Into<String>,
@@ -128,4 +167,18 @@ impl EmError {
     ) -> Self {
         Self::Observer { name: name.into(), source: source.into() }
     }
+}
+
+/// The rows (along the first axis; a 0-d tensor is one row) of a float tensor that hold NaN or ±∞.
+pub fn non_finite_rows(t: &tch::Tensor) -> Vec<i64> {
+    if t.numel() == 0 || !t.is_floating_point() {
+        return Vec::new();
+    }
+    let rows = t.size().first().copied().unwrap_or(1).max(1);
+    let bad = t.isfinite().logical_not().reshape([rows, -1]).any_dim(1, false);
+    if bad.any().int64_value(&[]) == 0 {
+        return Vec::new();
+    }
+    let idx = bad.nonzero().reshape([-1]).to_device(tch::Device::Cpu);
+    Vec::<i64>::try_from(&idx).unwrap_or_default()
 }

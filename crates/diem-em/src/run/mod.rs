@@ -6,22 +6,24 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use diem_dist::{Communicator, Single};
-use diem_models::{checkpoint, NetworkConfig, PriorModel};
+use diem_models::{checkpoint, Batching, NetworkConfig, PriorModel};
 use diem_operators::Observation;
 use indicatif::ProgressBar;
 use serde_json::Value;
 use tch::{Device, Tensor};
 
-use crate::config::{DataStorage, EmConfig, LapOrder};
+use crate::config::{config_changes, ConfigChange, DataStorage, EmConfig, LapOrder};
 use crate::dist::{chunk_rows, shard_chunks, sync};
 use crate::error::{EmError, Result};
 use crate::estep::chunk_count;
 use crate::gaussian::GaussianPrior;
 use crate::io::{
-    create_dir, read_jsonl, read_npy, write_json, ObservationFingerprint, RunState, STATE_VERSION,
+    create_dir, read_jsonl, read_npy, remove_stale_temp_files, write_json, ObservationFingerprint, RunState,
+    STATE_VERSION,
 };
 use crate::layout::{
-    is_run_dir, lap_dir, CONFIG_FILE, GAUSSIAN_FILE, INIT_DIR, METRICS_FILE, SAMPLES_FILE, STATE_FILE,
+    check_new_run_dir, is_run_dir, lap_dir, CONFIG_FILE, GAUSSIAN_FILE, INIT_DIR, METRICS_FILE, SAMPLES_FILE,
+    STATE_FILE,
 };
 use crate::observer::LapObserver;
 
@@ -52,6 +54,14 @@ pub struct RunSummary {
 pub struct EmRun {
     dir: PathBuf,
     config: EmConfig,
+    /// `config.json` as read or written (without [`EmRun::set_progress`]): what a lap commit records.
+    stored_config: EmConfig,
+    /// Resumable changes of `config.json` not yet recorded in `metrics.jsonl` (see [`crate::config::RESUMABLE`]).
+    pending_changes: Vec<ConfigChange>,
+    /// `Some(whether the directory existed before)` when this process created the run: a failure before
+    /// its first commit then removes what the creation wrote.
+    created: Option<bool>,
+    warnings: Vec<String>,
     observations: Observation,
     device: Device,
     state: RunState,
@@ -74,13 +84,17 @@ impl std::fmt::Debug for EmRun {
 }
 
 impl EmRun {
-    /// Starts a new run in `dir` (created if needed): validates `config` against the observations, writes
-    /// `config.json` and a fresh `state.bin`. Nothing is computed until [`EmRun::run`].
+    /// Starts a new run in `dir` (created if needed): validates `config` against the observations (every
+    /// check that needs no computation: the fields, the network against the latent shape, the Gaussian and
+    /// refit ranks against the data, the batch against the samples, observations that carry information),
+    /// then writes a fresh `state.bin` (which carries the configuration) and `config.json`. Nothing is
+    /// written when a check fails, and a failure before the first step is committed removes what was
+    /// written, so there is never a half-created run. Nothing is computed until [`EmRun::run`].
     ///
     /// # Errors
-    /// [`EmError::RunDir`] when `dir` already holds a run (use [`EmRun::resume`]); [`EmError::Config`] for an
-    /// invalid configuration or a network that does not fit the observations' latent size;
-    /// [`EmError::Io`] naming the file that could not be written.
+    /// [`EmError::RunDir`] when `dir` already holds a run (use [`EmRun::resume`]) or any file a run writes
+    /// ([`crate::layout::check_new_run_dir`]); [`EmError::Config`] for an invalid configuration or one that
+    /// does not fit the observations; [`EmError::Io`] naming the file that could not be written.
     pub fn create(
         dir: impl AsRef<Path>,
         config: EmConfig,
@@ -105,18 +119,18 @@ impl EmRun {
         comm: Rc<dyn Communicator>,
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
+        let existed = dir.exists();
         let checked = (|| {
-            if is_run_dir(&dir) {
-                return Err(EmError::RunDir {
-                    path: dir.clone(),
-                    reason: "already holds a run (state.bin); resume it or choose another directory".into(),
-                });
-            }
+            check_new_run_dir(&dir)?;
             config.validate()?;
             check_fits(&config, &observations)?;
-            check_shardable(&config, &observations, comm.size())
+            let warnings = check_data(&config, &observations)?;
+            check_shardable(&config, &observations, comm.size())?;
+            let text =
+                serde_json::to_string(&config).map_err(|e| EmError::config("config", e.to_string()))?;
+            Ok((ObservationFingerprint::of(&observations)?, text, warnings))
         })();
-        sync(&*comm, checked)?;
+        let (fingerprint, text, warnings) = sync(&*comm, checked)?;
         check_same_inputs(&*comm, &config, &observations)?;
         let state = RunState {
             version: STATE_VERSION,
@@ -124,12 +138,15 @@ impl EmRun {
             gaussian_done: false,
             initial_samples_done: false,
             completed_laps: 0,
-            observations: ObservationFingerprint::of(&observations),
+            observations: fingerprint,
+            config: text,
         };
+        // state.bin first: it carries the configuration, so a kill between the two files leaves a run that
+        // resumes (restoring config.json) rather than a config.json that blocks the directory.
         let written = if comm.is_root() {
             create_dir(&dir)
-                .and_then(|()| write_json(&dir.join(CONFIG_FILE), &config))
                 .and_then(|()| state.save(&dir.join(STATE_FILE)))
+                .and_then(|()| write_json(&dir.join(CONFIG_FILE), &config))
         } else {
             Ok(())
         };
@@ -137,6 +154,10 @@ impl EmRun {
         let observations = observations.to_device(data_device(&config, device));
         Ok(Self {
             dir,
+            stored_config: config.clone(),
+            pending_changes: Vec::new(),
+            created: Some(existed),
+            warnings,
             config,
             observations,
             device,
@@ -151,14 +172,21 @@ impl EmRun {
     }
 
     /// Reopens the run in `dir` after its last committed step: reads `config.json` and `state.bin`, checks
-    /// that `observations` are the ones the run was created with, and loads the Gaussian prior, the last
-    /// lap's model and samples. [`EmRun::run`] then continues with the next step; the result equals the
-    /// uninterrupted run's (bit-exact on CPU, see [`crate::derive_seed`]).
+    /// that `observations` are the ones the run was created with (every array's hash), that `config.json`
+    /// differs from the configuration of the committed steps only in fields a resume may change
+    /// ([`crate::config::RESUMABLE`]: laps, the progress display, the diagnostics, the data's storage), and
+    /// loads the Gaussian prior, the last lap's model and samples. It removes the temporary files a kill
+    /// left behind, and restores a `config.json` that a kill during creation left unwritten. [`EmRun::run`]
+    /// then continues with the next step; the result equals the uninterrupted run's (bit-exact on CPU, see
+    /// [`crate::derive_seed`]). The changes are recorded as `config_changes` in the next lap's line of
+    /// `metrics.jsonl`.
     ///
     /// The observations are passed again rather than copied into the run directory (data sets can be large).
     ///
     /// # Errors
-    /// [`EmError::RunDir`] when `dir` holds no run or the observations differ; file errors naming the file.
+    /// [`EmError::RunDir`] when `dir` holds no run or the observations differ (naming the arrays that
+    /// differ); [`EmError::ConfigChanged`] naming the fields of `config.json` that may not change; file
+    /// errors naming the file.
     pub fn resume(dir: impl AsRef<Path>, observations: Observation, device: Device) -> Result<Self> {
         Self::resume_with(dir, observations, device, Rc::new(Single))
     }
@@ -177,11 +205,15 @@ impl EmRun {
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let loaded = Self::load_run(&dir, &observations, device, &*comm);
-        let (config, state, gaussian, model, samples) = sync(&*comm, loaded)?;
+        let Loaded { config, state, gaussian, model, samples, changes, warnings } = sync(&*comm, loaded)?;
         check_same_inputs(&*comm, &config, &observations)?;
         let observations = observations.to_device(data_device(&config, device));
         Ok(Self {
             dir,
+            stored_config: config.clone(),
+            pending_changes: changes,
+            created: None,
+            warnings,
             config,
             observations,
             device,
@@ -196,19 +228,66 @@ impl EmRun {
     }
 
     /// What [`EmRun::resume_with`] reads, on one rank: the configuration, the state, the Gaussian, the model
-    /// and this rank's shard of the last samples.
-    #[allow(clippy::type_complexity)]
+    /// and this rank's shard of the last samples. Rank 0 also removes stale temporary files and restores a
+    /// missing `config.json`.
     fn load_run(
         dir: &Path,
         observations: &Observation,
         device: Device,
         comm: &dyn Communicator,
-    ) -> Result<(EmConfig, RunState, Option<GaussianPrior>, Option<PriorModel>, Option<Tensor>)> {
+    ) -> Result<Loaded> {
         if !is_run_dir(dir) {
-            return Err(EmError::RunDir { path: dir.into(), reason: "holds no run (no state.bin)".into() });
+            let reason = if !dir.exists() {
+                "does not exist".to_string()
+            } else if dir.join(CONFIG_FILE).exists() {
+                "holds no committed run (no state.bin): it was killed while being created, or state.bin was \
+                 deleted; start a new run (with --overwrite to delete this one)"
+                    .to_string()
+            } else {
+                "holds no run (no state.bin)".to_string()
+            };
+            return Err(EmError::RunDir { path: dir.into(), reason });
         }
-        let config = EmConfig::from_file(&dir.join(CONFIG_FILE))?;
         let state = RunState::load(&dir.join(STATE_FILE))?;
+        let state_path = dir.join(STATE_FILE);
+        let committed = if state.config.is_empty() {
+            None
+        } else {
+            Some(EmConfig::from_json(&state_path, state.config.as_bytes())?)
+        };
+        let config_path = dir.join(CONFIG_FILE);
+        let config = match (&committed, config_path.exists()) {
+            (Some(c), false) => {
+                // A kill between state.bin and config.json of a new run: config.json is restored.
+                if comm.is_root() {
+                    write_json(&config_path, c)?;
+                }
+                c.clone()
+            }
+            _ => EmConfig::from_file(&config_path)?,
+        };
+        if comm.is_root() {
+            remove_stale_temp_files(dir)?;
+        }
+        let changes = match &committed {
+            Some(c) => config_changes(c, &config)?,
+            None => Vec::new(),
+        };
+        let refused: Vec<&ConfigChange> = changes.iter().filter(|c| !c.resumable()).collect();
+        if !refused.is_empty() {
+            let list: Vec<String> = refused.iter().map(|c| c.to_string()).collect();
+            return Err(EmError::ConfigChanged {
+                path: config_path,
+                fields: refused.iter().map(|c| c.field.clone()).collect(),
+                reason: format!(
+                    "changed since the run's last commit: {}. A resume cannot apply these (they shape every \
+                     lap's samples and weights, so the run would mix two configurations); only {} may \
+                     change. Restore the old values, or start a new run with the new configuration",
+                    list.join("; "),
+                    crate::config::RESUMABLE.join(", ")
+                ),
+            });
+        }
         if state.seed != config.seed {
             return Err(EmError::RunDir {
                 path: dir.into(),
@@ -218,16 +297,18 @@ impl EmRun {
                 ),
             });
         }
-        let fp = ObservationFingerprint::of(observations);
-        if fp != state.observations {
+        let differences = state.observations.differences(observations)?;
+        if !differences.is_empty() {
             return Err(EmError::RunDir {
                 path: dir.into(),
                 reason: format!(
-                    "the observations differ from the run's: got {fp:?}, the run was created with {:?}",
-                    state.observations
+                    "the observations differ from the ones the run was created with: {}",
+                    differences.join("; ")
                 ),
             });
         }
+        check_fits(&config, observations)?;
+        let warnings = check_data(&config, observations)?;
         check_shardable(&config, observations, comm.size())?;
         let home = data_device(&config, device);
         let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(dir, l));
@@ -267,7 +348,7 @@ impl EmRun {
                 Some(if comm.size() == 1 { all } else { all.narrow(0, rows.start, rows.end - rows.start) })
             }
         };
-        Ok((config, state, gaussian, model, samples))
+        Ok(Loaded { config, state, gaussian, model, samples, changes, warnings })
     }
 
     /// Attaches held-out observations (CIFAR's test split, fastMRI's validation split): every lap then draws
@@ -292,6 +373,17 @@ impl EmRun {
         }
         self.validation = Some(validation.to_device(self.observations.y.device()));
         Ok(self)
+    }
+
+    /// What the checks of the observations found worth saying but not refusing (observations that carry no
+    /// information, such as all-zero mask rows), for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The changes of `config.json` this resume applies (resumable fields only; empty for a new run).
+    pub fn config_changes(&self) -> &[ConfigChange] {
+        &self.pending_changes
     }
 
     /// Shows progress (on rank 0) or not, whatever the configuration says; not saved in the run directory.
@@ -366,6 +458,31 @@ impl EmRun {
     /// # Errors
     /// As [`EmRun::run`].
     pub fn run_until(&mut self, laps: usize) -> Result<RunSummary> {
+        let result = self.run_steps(laps);
+        if result.is_err() && !self.state.gaussian_done {
+            self.roll_back();
+        }
+        result
+    }
+
+    /// Removes what [`EmRun::create_with`] wrote, after a failure before the first commit (rank 0 only,
+    /// best effort: the error being returned matters more than a file left behind).
+    fn roll_back(&mut self) {
+        let Some(existed) = self.created.take() else { return };
+        if !self.comm.is_root() {
+            return;
+        }
+        for name in [STATE_FILE, CONFIG_FILE, GAUSSIAN_FILE] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        let _ = remove_stale_temp_files(&self.dir);
+        if !existed {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// [`EmRun::run_until`] without the roll-back.
+    fn run_steps(&mut self, laps: usize) -> Result<RunSummary> {
         let laps = laps.min(self.config.laps);
         let bar = self.bar(laps as u64, "laps");
         bar.set_position(self.state.completed_laps as u64);
@@ -403,17 +520,28 @@ impl EmRun {
 
     /// Rank 0 writes `state.bin` with `change` applied (the commit point of a step); every rank applies
     /// `change` to its state once every rank has succeeded.
+    ///
+    /// A lap's commit also records `config.json`'s resumable changes (they were written into the lap's line of
+    /// `metrics.jsonl`) as the configuration of the committed steps.
     fn commit_with(&mut self, written: Result<()>, change: impl Fn(&mut RunState)) -> Result<()> {
-        let written = written.and_then(|()| {
-            if !self.comm.is_root() {
-                return Ok(());
-            }
+        let text =
+            serde_json::to_string(&self.stored_config).map_err(|e| EmError::config("config", e.to_string()));
+        let written = written.and(text).and_then(|text| {
             let mut next = self.state.clone();
             change(&mut next);
-            next.save(&self.dir.join(STATE_FILE))
+            if next.completed_laps != self.state.completed_laps || next.config.is_empty() {
+                next.config = text;
+            }
+            if self.comm.is_root() {
+                next.save(&self.dir.join(STATE_FILE))?;
+            }
+            Ok(next)
         });
-        sync(&*self.comm, written)?;
-        change(&mut self.state);
+        let next = sync(&*self.comm, written)?;
+        if next.completed_laps != self.state.completed_laps {
+            self.pending_changes.clear();
+        }
+        self.state = next;
         Ok(())
     }
 
@@ -430,6 +558,17 @@ impl EmRun {
         tch::no_grad(|| self.comm.broadcast(&mut tensors, 0))?;
         Ok(())
     }
+}
+
+/// What [`EmRun::load_run`] returns.
+struct Loaded {
+    config: EmConfig,
+    state: RunState,
+    gaussian: Option<GaussianPrior>,
+    model: Option<PriorModel>,
+    samples: Option<Tensor>,
+    changes: Vec<ConfigChange>,
+    warnings: Vec<String>,
 }
 
 /// The rows of the training E-step (k samples per observation, in chunks of the effective chunk size) that
@@ -480,7 +619,7 @@ fn check_same_inputs(comm: &dyn Communicator, config: &EmConfig, obs: &Observati
     diem_dist::check_same(comm, "the build", &diem_dist::build_fingerprint())?;
     let text = serde_json::to_string(config).map_err(|e| EmError::config("config", e.to_string()))?;
     diem_dist::check_same(comm, "the configuration", &text)?;
-    diem_dist::check_same(comm, "the observations", &format!("{:?}", ObservationFingerprint::of(obs)))?;
+    diem_dist::check_same(comm, "the observations", &format!("{:?}", ObservationFingerprint::of(obs)?))?;
     Ok(())
 }
 
@@ -500,13 +639,19 @@ fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
     let n = obs.operator.x_numel();
     if let NetworkConfig::Mlp(m) = &config.network {
         let shape = obs.operator.x_shape();
-        if m.features != n || shape.len() != 1 {
+        if shape.len() != 1 {
+            return Err(EmError::config(
+                "network.mlp",
+                format!(
+                    "the MLP takes flat latents, but the observations' latents have shape {shape:?} (their \
+                     x_shape): store them with x_shape [{n}], or use a U-Net"
+                ),
+            ));
+        }
+        if m.features != n {
             return Err(EmError::config(
                 "network.mlp.features",
-                format!(
-                    "must equal the latent size {n} of flat latents, got {} (latent shape {shape:?})",
-                    m.features
-                ),
+                format!("must equal the latent size {n} of the observations, got {}", m.features),
             ));
         }
     }
@@ -533,9 +678,83 @@ fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
         }
     }
     if config.gaussian.rank as i64 > n {
-        return Err(EmError::config("gaussian.rank", format!("must be ≤ the latent size {n}")));
+        return Err(EmError::config(
+            "gaussian.rank",
+            format!("must be ≤ the latent size {n}, got {}", config.gaussian.rank),
+        ));
     }
     Ok(())
+}
+
+/// Checks the configuration against the size of the data, as far as no computation is needed: the
+/// Gaussian fit's rank against the pairs it uses, the PPCA refit's rank against its samples, an `epochs`
+/// batch against the E-step samples, and observations that carry information at all. Returns the
+/// warnings (some observations carry none).
+fn check_data(config: &EmConfig, obs: &Observation) -> Result<Vec<String>> {
+    let n_obs = obs.len();
+    let pairs = config.gaussian.pair_indices(n_obs).len() as i64;
+    let g = &config.gaussian;
+    if g.rank as i64 > pairs {
+        return Err(EmError::config(
+            "gaussian.rank",
+            format!(
+                "must be ≤ {pairs}, the number of pairs the Gaussian fit uses ({n_obs} observations, \
+                 max_pairs {}, stride {}), got {}",
+                g.max_pairs.map_or("null".into(), |m| m.to_string()),
+                g.stride,
+                g.rank
+            ),
+        ));
+    }
+    let k = config.estep.samples_per_observation as i64;
+    let total = n_obs.saturating_mul(k);
+    if let Some(r) = &config.refit {
+        let fit = (r.samples as i64).min(total);
+        let most = fit.min(obs.operator.x_numel());
+        if r.rank as i64 > most {
+            return Err(EmError::config(
+                "refit.rank",
+                format!(
+                    "must be ≤ {most} (the PPCA refit fits {fit} samples of {} entries), got {}",
+                    obs.operator.x_numel(),
+                    r.rank
+                ),
+            ));
+        }
+    }
+    if config.mstep.batching == Batching::Epochs && config.mstep.batch_size > total {
+        return Err(EmError::config(
+            "mstep.batch_size",
+            format!(
+                "{} exceeds the {total} E-step samples ({n_obs} observations × {k}) that `epochs` batching \
+                 draws whole batches from: lower it, or use `with_replacement` batching",
+                config.mstep.batch_size
+            ),
+        ));
+    }
+    let unobserved = obs.unobserved();
+    if unobserved.len() as i64 == n_obs {
+        return Err(EmError::config(
+            "observations",
+            format!(
+                "every one of the {n_obs} observations has a zero operator (operator {:?}, e.g. an all-zero \
+                 mask): they carry no information to learn from",
+                obs.operator.kind()
+            ),
+        ));
+    }
+    let mut warnings = Vec::new();
+    if !unobserved.is_empty() {
+        let list: Vec<String> = unobserved.iter().take(8).map(i64::to_string).collect();
+        warnings.push(format!(
+            "{} of {n_obs} observations carry no information (zero operator, e.g. an all-zero mask row): \
+             rows {}{}",
+            unobserved.len(),
+            list.join(", "),
+            if unobserved.len() > 8 { ", …" } else { "" }
+        ));
+    }
+    Ok(warnings)
 }
 
 /// The checkpoint directory a prior path names: `path` itself when it holds a model checkpoint

@@ -54,6 +54,7 @@ impl EmRun {
             &mut |_, _| Ok(()),
         )?;
         bar.finish_and_clear();
+        let prior = as_stored(&prior)?;
         let written = if self.comm.is_root() {
             (|| {
                 prior.save(&self.dir.join(GAUSSIAN_FILE))?;
@@ -156,7 +157,9 @@ impl EmRun {
         let written = match &all {
             Some(samples) => {
                 let dir = self.dir.join(INIT_DIR);
-                create_dir(&dir).and_then(|()| write_npy(&dir.join(SAMPLES_FILE), samples))
+                self.check_finite("the initial E-step (Gaussian prior, exact cov_x MMPS)", samples)
+                    .and_then(|()| create_dir(&dir))
+                    .and_then(|()| write_npy(&dir.join(SAMPLES_FILE), samples))
             }
             None => Ok(()),
         };
@@ -264,6 +267,7 @@ impl EmRun {
                     };
                     let x_shape = self.current_gaussian()?.x_shape.clone();
                     let fit = GaussianPrior::broadcast_from_root(&*self.comm, fit, &x_shape, self.device)?;
+                    let fit = as_stored(&fit)?;
                     if let Some(m) = self.model.as_mut() {
                         m.denoiser.set_mean(Some(fit.mean_shaped().to_kind(Kind::Float)));
                     }
@@ -281,6 +285,16 @@ impl EmRun {
         let stats = self.total_stats(&shard.stats)?;
         let written = match &all {
             Some(samples) => {
+                let what = format!(
+                    "lap {lap}'s E-step ({} prior, {})",
+                    if lap == 0 && self.config.order == LapOrder::SampleThenTrain {
+                        "Gaussian"
+                    } else {
+                        "model"
+                    },
+                    self.estep_description()
+                );
+                self.check_finite(&what, samples)?;
                 let lap_info = LapInfo {
                     lap,
                     dir: &dir,
@@ -301,16 +315,56 @@ impl EmRun {
         Ok(())
     }
 
+    /// Refuses non-finite E-step samples: a posterior sampler that returns NaN or ±∞ has broken down (a
+    /// diverged sample that stays finite is the filter's business), and neither training on the rest nor
+    /// writing them would say so.
+    fn check_finite(&self, what: &str, samples: &Tensor) -> Result<()> {
+        match EmError::non_finite(format!("{what}: the posterior samples"), samples) {
+            Some(EmError::NonFinite { what, rows, total }) => {
+                let n = self.observations.len();
+                let obs: Vec<i64> = rows.iter().map(|r| r % n.max(1)).collect();
+                Err(EmError::NonFinite {
+                    what: format!(
+                        "{what} (sample j belongs to observation j mod {n}: observations {:?}{})",
+                        &obs[..obs.len().min(8)],
+                        if obs.len() > 8 { ", …" } else { "" }
+                    ),
+                    rows,
+                    total,
+                })
+            }
+            Some(other) => Err(other),
+            None => Ok(()),
+        }
+    }
+
+    /// The E-step's method in words, for messages.
+    fn estep_description(&self) -> String {
+        let e = &self.config.estep;
+        format!(
+            "MMPS with the {:?} covariance and {:?} × {}, {:?}",
+            e.posterior.covariance, e.posterior.solver.method, e.posterior.solver.iterations, e.sampler
+        )
+    }
+
     /// The E-step's costs and solver events summed over the ranks.
     fn total_stats(&self, mine: &GuidanceStats) -> Result<GuidanceStats> {
         if self.comm.size() == 1 {
             return Ok(*mine);
         }
-        let GuidanceStats { calls, forwards, vjps, solver_applications } = *mine;
-        let values = [calls, forwards, vjps, solver_applications].map(|v| v as f64);
+        // Every field, so that a new counter cannot be forgotten here.
+        let GuidanceStats { calls, forwards, vjps, solver_applications, fallbacks, damped } = *mine;
+        let values = [calls, forwards, vjps, solver_applications, fallbacks, damped].map(|v| v as f64);
         let all = self.comm.all_gather_f64(&values)?;
         let sum = |i: usize| all.iter().filter_map(|v| v.get(i)).sum::<f64>() as usize;
-        Ok(GuidanceStats { calls: sum(0), forwards: sum(1), vjps: sum(2), solver_applications: sum(3) })
+        Ok(GuidanceStats {
+            calls: sum(0),
+            forwards: sum(1),
+            vjps: sum(2),
+            solver_applications: sum(3),
+            fallbacks: sum(4),
+            damped: sum(5),
+        })
     }
 
     /// Rank 0's part of a lap: the lap's files, its metrics line, the observers, and the commit.
@@ -372,6 +426,15 @@ impl EmRun {
             let hex: Vec<String> = hashes.iter().map(|h| format!("{h:016x}")).collect();
             metrics.insert("param_hashes".into(), json!(hex));
         }
+        if !self.pending_changes.is_empty() {
+            // What the resume that led to this lap changed in config.json (resumable fields only).
+            let changes: Vec<Value> = self
+                .pending_changes
+                .iter()
+                .map(|c| json!({ "field": c.field, "from": c.from, "to": c.to }))
+                .collect();
+            metrics.insert("config_changes".into(), Value::Array(changes));
+        }
         if let Value::Object(m) = fields {
             metrics.extend(m);
         }
@@ -407,6 +470,30 @@ impl EmRun {
         lines.push(Value::Object(metrics));
         write_jsonl(&path, &lines)
     }
+}
+
+/// The Gaussian exactly as a resume reads it back from `gaussian.safetensors`: the same serialization and
+/// parsing in memory, so the uninterrupted run continues with the very tensors (values, dtype, layout) a
+/// resumed one loads. (PPCA returns `v` as a transposed view of `u`; the file holds it contiguous, and
+/// matrix products may round differently on the two layouts.)
+fn as_stored(g: &GaussianPrior) -> Result<GaussianPrior> {
+    let path = std::path::Path::new(GAUSSIAN_FILE);
+    let mut named =
+        vec![("mean".to_string(), g.mean.shallow_clone()), ("d".to_string(), g.cov.d().shallow_clone())];
+    if let (Some(u), Some(v)) = (g.cov.u(), g.cov.v()) {
+        named.push(("u".to_string(), u.shallow_clone()));
+        named.push(("v".to_string(), v.shallow_clone()));
+    }
+    let device = g.mean.device();
+    let bytes = checkpoint::tensors_to_safetensors(path, &named)?;
+    let mut t = checkpoint::safetensors_from_bytes(path, &bytes, device)?;
+    let mut take = |name: &str| t.remove(name).ok_or_else(|| EmError::file(path, format!("`{name}` lost")));
+    let (mean, d) = (take("mean")?, take("d")?);
+    let (u, v) = match (take("u"), take("v")) {
+        (Ok(u), Ok(v)) => (Some(u), Some(v)),
+        _ => (None, None),
+    };
+    Ok(GaussianPrior { mean, cov: diem_linalg::Dplr::new(d, u, v)?, x_shape: g.x_shape.clone() })
 }
 
 /// What [`EmRun::write_lap`] writes.
