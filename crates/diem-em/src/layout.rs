@@ -138,12 +138,18 @@ pub fn check_new_run_dir(dir: &Path) -> Result<()> {
 /// emptied first: exactly its run entries ([`is_run_entry`]: `config.json`, `state.bin`, `metrics.jsonl`,
 /// `gaussian.safetensors`, `init/`, `lap-NNN/` with everything inside, temporary files) are removed. It
 /// refuses, removing nothing, when the directory also holds anything else, is not a run, or holds one of
-/// `keep` (the command's own input files). Returns the removed paths.
+/// `keep` (the command's own input files). Returns the removed paths; with `dry_run`, checks the same and
+/// returns what it would remove, removing nothing.
 ///
 /// # Errors
 /// [`EmError::RunDir`] naming the directory and the entries that block it; [`EmError::Io`] for a file
 /// that could not be removed.
-pub fn prepare_new_run_dir(dir: &Path, overwrite: bool, keep: &[&Path]) -> Result<Vec<PathBuf>> {
+pub fn prepare_new_run_dir(
+    dir: &Path,
+    overwrite: bool,
+    keep: &[&Path],
+    dry_run: bool,
+) -> Result<Vec<PathBuf>> {
     if dir.exists() && !dir.is_dir() {
         return Err(EmError::RunDir { path: dir.into(), reason: "exists and is not a directory".into() });
     }
@@ -199,6 +205,9 @@ pub fn prepare_new_run_dir(dir: &Path, overwrite: bool, keep: &[&Path]) -> Resul
                 });
             }
         }
+    }
+    if dry_run {
+        return Ok(names.iter().map(|n| dir.join(n)).collect());
     }
     let mut removed = Vec::new();
     for name in names {

@@ -122,10 +122,7 @@ impl EmRun {
         let existed = dir.exists();
         let checked = (|| {
             check_new_run_dir(&dir)?;
-            config.validate()?;
-            check_fits(&config, &observations)?;
-            let warnings = check_data(&config, &observations)?;
-            check_shardable(&config, &observations, comm.size())?;
+            let warnings = Self::check_new(&config, &observations, comm.size())?;
             let text =
                 serde_json::to_string(&config).map_err(|e| EmError::config("config", e.to_string()))?;
             Ok((ObservationFingerprint::of(&observations)?, text, warnings))
@@ -169,6 +166,22 @@ impl EmRun {
             observers: Vec::new(),
             comm,
         })
+    }
+
+    /// Every check [`EmRun::create_with`] makes of a configuration against the observations before it
+    /// writes anything (for `ranks` ranks): the fields, the network against the latent shape, the Gaussian
+    /// and refit ranks against the data, the batch against the samples, observations that carry
+    /// information. Returns the warnings. A caller that must do something irreversible before creating a
+    /// run (`diem fit --overwrite` deletes the old one) checks first with this.
+    ///
+    /// # Errors
+    /// [`EmError::Config`] naming the field.
+    pub fn check_new(config: &EmConfig, observations: &Observation, ranks: usize) -> Result<Vec<String>> {
+        config.validate()?;
+        check_fits(config, observations)?;
+        let warnings = check_data(config, observations)?;
+        check_shardable(config, observations, ranks)?;
+        Ok(warnings)
     }
 
     /// Reopens the run in `dir` after its last committed step: reads `config.json` and `state.bin`, checks
