@@ -19,6 +19,8 @@ pub struct FitArgs<'a> {
     pub out: &'a Path,
     /// Continue the run in `out`.
     pub resume: bool,
+    /// Delete the diem run in `out` first ([`diem_em::layout::prepare_new_run_dir`]).
+    pub overwrite: bool,
     /// The `--device` text.
     pub device: Option<String>,
     /// The `--dist` text.
@@ -34,7 +36,7 @@ pub fn fit(args: &FitArgs<'_>) -> Result<()> {
     match fit_on(args, device, comm.clone()) {
         Ok(laps) => {
             if comm.is_root() {
-                println!("{laps} laps completed in {}", args.out.display());
+                crate::checks::say(format!("{laps} laps completed in {}", args.out.display()))?;
             }
             Ok(())
         }
@@ -47,19 +49,47 @@ pub fn fit(args: &FitArgs<'_>) -> Result<()> {
 
 /// The run itself, every step agreed between the ranks.
 fn fit_on(args: &FitArgs<'_>, device: Device, comm: Rc<dyn Communicator>) -> Result<usize> {
-    let loaded = diem_operators::Observation::load(args.observations, device).map_err(EmError::from);
-    // The loader's errors name the file; after the agreement, the other ranks name the failing rank too.
-    let obs = sync(&*comm, loaded)?;
-    let mut run = if args.resume {
-        EmRun::resume_with(args.out, obs, device, comm.clone())?
+    // A new run goes into an empty or new directory: checked first (nothing is deleted yet), before the
+    // possibly long data load; --overwrite deletes a previous run's files, and nothing else, only once the
+    // configuration and the data passed every check. Rank 0 decides and deletes; every rank learns.
+    let keep: Vec<&Path> = [Some(args.observations), args.config].into_iter().flatten().collect();
+    let on_root = |dry_run: bool| {
+        let prepared = if comm.is_root() {
+            diem_em::layout::prepare_new_run_dir(args.out, args.overwrite, &keep, dry_run).map(|_| ())
+        } else {
+            Ok(())
+        };
+        sync(&*comm, prepared)
+    };
+    let config = if args.resume {
+        None
     } else {
         let config = match args.config {
             Some(path) => EmConfig::from_file(path),
             None => Err(EmError::config("--config", "is required unless --resume")),
         };
         let config = sync(&*comm, config)?;
-        EmRun::create_with(args.out, config, obs, device, comm.clone())?
+        on_root(true)?;
+        Some(config)
     };
+    let loaded = diem_operators::Observation::load(args.observations, device).map_err(EmError::from);
+    // The loader's errors name the file; after the agreement, the other ranks name the failing rank too.
+    let obs = sync(&*comm, loaded)?;
+    let mut run = match config {
+        None => EmRun::resume_with(args.out, obs, device, comm.clone())?,
+        Some(config) => {
+            if args.overwrite {
+                sync(&*comm, EmRun::check_new(&config, &obs, comm.size()))?;
+                on_root(false)?;
+            }
+            EmRun::create_with(args.out, config, obs, device, comm.clone())?
+        }
+    };
+    if comm.is_root() {
+        for w in run.warnings() {
+            crate::checks::warn(format!("warning: {w}"));
+        }
+    }
     run.set_progress(!args.quiet);
     let summary = run.run()?;
     Ok(summary.completed_laps)

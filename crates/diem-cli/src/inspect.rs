@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use crate::checks::say;
+
 /// The columns shown, with their headers.
 const COLUMNS: &[(&str, &str)] = &[
     ("lap", "lap"),
@@ -44,20 +46,28 @@ pub fn inspect(dir: &Path) -> Result<()> {
     let state =
         diem_em::RunState::load(&state_path).with_context(|| format!("reading {}", state_path.display()))?;
     let config = diem_em::EmConfig::from_file(&dir.join(diem_em::layout::CONFIG_FILE))?;
-    println!(
+    say(format!(
         "run {}: {}/{} laps completed ({:?})",
         dir.display(),
         state.completed_laps,
         config.laps,
         config.order
-    );
+    ))?;
     let mut extra: Vec<String> = Vec::new();
     for l in &lines {
         if let Value::Object(m) = l {
             for k in m.keys() {
                 let known = COLUMNS.iter().any(|(c, _)| c == k)
-                    || ["loss_std", "loss_last", "samples", "kept", "obs_std_rms", "obs_noise_rms"]
-                        .contains(&k.as_str());
+                    || [
+                        "loss_std",
+                        "loss_last",
+                        "samples",
+                        "kept",
+                        "obs_std_rms",
+                        "obs_noise_rms",
+                        "config_changes",
+                    ]
+                    .contains(&k.as_str());
                 if !known && !extra.contains(k) {
                     extra.push(k.clone());
                 }
@@ -83,9 +93,19 @@ pub fn inspect(dir: &Path) -> Result<()> {
         .collect();
     let fmt =
         |r: &[String]| r.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ");
-    println!("{}", fmt(&header));
+    say(fmt(&header))?;
     for r in &rows {
-        println!("{}", fmt(r));
+        say(fmt(r))?;
+    }
+    // Resumes that changed config.json (resumable fields only) are recorded with the next lap.
+    for l in &lines {
+        if let Some(Value::Array(changes)) = l.get("config_changes") {
+            let list: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{} ({} → {})", c["field"].as_str().unwrap_or("?"), c["from"], c["to"]))
+                .collect();
+            say(format!("lap {}: resumed with config.json changed: {}", cell(&l["lap"]), list.join(", ")))?;
+        }
     }
     Ok(())
 }

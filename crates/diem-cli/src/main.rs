@@ -1,23 +1,29 @@
 //! `diem`: the command-line interface to diem's diffusion priors.
 //!
 //! - `diem info`: the compute environment.
-//! - `diem fit --observations obs.npz --config cfg.json --out runs/x [--resume]`: DiEM (Gaussian EM
-//!   initialization, then E/M laps) into a run directory; `--resume` continues a killed run. Under
-//!   `mpirun -np K` or `srun` it runs data-parallel on K ranks (built with the `mpi` feature).
+//! - `diem fit --observations obs.npz --config cfg.json --out runs/x [--resume | --overwrite]`: DiEM (Gaussian
+//!   EM initialization, then E/M laps) into a run directory, which must be empty or new; `--resume`
+//!   continues a killed run, `--overwrite` deletes a previous run's files first. Under `mpirun -np K` or
+//!   `srun` it runs data-parallel on K ranks (built with the `mpi` feature).
 //! - `diem sample --prior DIR -n N --out samples.npy`: prior samples (DIR: a run directory or a `lap-NNN`).
 //! - `diem posterior --prior DIR --observations obs.npz --method mmps --out post.npy`: one posterior sample per
 //!   observation (methods: mmps, mmps-cov-x, mmps-cov-t, mmps-ones, mmps-zeros, pgdm, tmpd, diffpir, dps).
 //! - `diem inspect DIR`: the lap table of a run.
 //!
 //! Every command takes `--device auto|cpu|cuda|cuda:N` (default: `$DIEM_DEVICE`, else auto).
+//!
+//! Exit status: 0 on success, 1 on any error (printed once on stderr, with its causes), 2 for a command
+//! line that does not parse. A command never exits 0 after writing a non-finite result.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod checks;
 mod fit;
 mod inspect;
 mod prior;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -45,15 +51,20 @@ enum Cmd {
         /// Observations (.npz or .safetensors: y, operator, noise_std, operator arrays).
         #[arg(long)]
         observations: PathBuf,
-        /// The EM configuration (JSON; see data/configs/).
-        #[arg(long)]
+        /// The EM configuration (JSON; see data/configs/). Not with --resume: a resumed run keeps its own
+        /// config.json, in which only laps, progress, diagnostics and storage may be edited.
+        #[arg(long, conflicts_with = "resume")]
         config: Option<PathBuf>,
-        /// The run directory.
+        /// The run directory: empty or new, unless --resume or --overwrite.
         #[arg(long)]
         out: PathBuf,
         /// Continue the run in --out after its last completed lap (its config.json is used).
         #[arg(long)]
         resume: bool,
+        /// Delete the diem run in --out first (state.bin, config.json, metrics.jsonl, gaussian.safetensors,
+        /// init/, lap-NNN/ and temporary files); refused when --out holds anything else.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Device: auto, cpu, cuda or cuda:N. Under mpirun/srun, auto and cuda pick the GPU of the rank's
         /// local rank.
         #[arg(long)]
@@ -74,7 +85,7 @@ enum Cmd {
         /// Number of samples.
         #[arg(short = 'n', long)]
         n: i64,
-        /// Output .npy file.
+        /// Output .npy file (not inside the prior's directory).
         #[arg(long)]
         out: PathBuf,
         /// Sampler: ddpm, ddim or pc.
@@ -83,9 +94,12 @@ enum Cmd {
         /// Sampler steps.
         #[arg(long, default_value_t = 256)]
         steps: usize,
-        /// Noise seed.
+        /// Noise seed (chunk c of the samples uses seed + c).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Samples drawn at once (bounds the working memory).
+        #[arg(long, default_value_t = 65_536)]
+        chunk: i64,
         /// Device: auto, cpu, cuda or cuda:N.
         #[arg(long)]
         device: Option<String>,
@@ -101,7 +115,7 @@ enum Cmd {
         /// mmps, mmps-cov-x, mmps-cov-t, mmps-ones, mmps-zeros, pgdm, tmpd, diffpir or dps.
         #[arg(long, default_value = "mmps")]
         method: String,
-        /// Output .npy file.
+        /// Output .npy file (not an input, not inside the prior's directory).
         #[arg(long)]
         out: PathBuf,
         /// Sampler: ddpm, ddim or pc (ignored by dps, which is its own sampler).
@@ -136,20 +150,59 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error and its causes on stderr, each once: a cause whose text an earlier line already
+/// contains (a library error that names its file, wrapped in the same context) is not repeated.
+fn report(e: &anyhow::Error) {
+    let mut lines: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !lines.iter().any(|l| l.contains(&text)) {
+            lines.push(text);
+        }
+    }
+    let mut text = format!("error: {}", lines.first().map_or("", String::as_str));
+    for l in lines.iter().skip(1) {
+        text.push_str(&format!("\n  caused by: {l}"));
+    }
+    checks::warn(text);
+}
+
+fn run(command: Cmd) -> Result<()> {
+    match command {
         Cmd::Info { device } => info(device),
-        Cmd::Fit { observations, config, out, resume, device, dist, quiet } => fit::fit(&fit::FitArgs {
-            observations: &observations,
-            config: config.as_deref(),
-            out: &out,
-            resume,
-            device,
-            dist,
-            quiet,
-        }),
-        Cmd::Sample { prior, n, out, sampler, steps, seed, device } => {
-            prior::sample(&prior, n, &out, &sampler, steps, seed, resolve(device)?)
+        Cmd::Fit { observations, config, out, resume, overwrite, device, dist, quiet } => {
+            fit::fit(&fit::FitArgs {
+                observations: &observations,
+                config: config.as_deref(),
+                out: &out,
+                resume,
+                overwrite,
+                device,
+                dist,
+                quiet,
+            })
+        }
+        Cmd::Sample { prior, n, out, sampler, steps, seed, chunk, device } => {
+            prior::sample(&prior::SampleArgs {
+                prior: &prior,
+                n,
+                out: &out,
+                sampler: &sampler,
+                steps,
+                seed,
+                chunk,
+                device: resolve(device)?,
+            })
         }
         Cmd::Posterior {
             prior,
@@ -191,26 +244,26 @@ pub(crate) fn resolve(device: Option<String>) -> Result<Device> {
 
 fn info(device: Option<String>) -> Result<()> {
     let resolved = resolve(device)?;
-    println!("diem {}", env!("CARGO_PKG_VERSION"));
+    let say = checks::say;
+    say(format!("diem {}", env!("CARGO_PKG_VERSION")))?;
     let yes_no = |b: Option<bool>| match b {
         Some(true) => "yes",
         Some(false) => "no",
         None => "unknown (no /proc/self/maps)",
     };
-    println!("libtorch has CUDA: {}", yes_no(diem_models::device::libtorch_has_cuda()));
-    println!("CUDA runtime loaded: {}", yes_no(diem_models::device::cuda_runtime_loaded()));
-    println!("CUDA available: {}", tch::Cuda::is_available());
-    println!("CUDA devices: {}", diem_models::device::cuda_device_count());
-    println!("cuDNN available: {}", tch::Cuda::cudnn_is_available());
-    println!("intra-op threads: {}", tch::get_num_threads());
-    println!("distributed back ends compiled: {}", diem_dist::build_fingerprint());
+    say(format!("libtorch has CUDA: {}", yes_no(diem_models::device::libtorch_has_cuda())))?;
+    say(format!("CUDA runtime loaded: {}", yes_no(diem_models::device::cuda_runtime_loaded())))?;
+    say(format!("CUDA available: {}", tch::Cuda::is_available()))?;
+    say(format!("CUDA devices: {}", diem_models::device::cuda_device_count()))?;
+    say(format!("cuDNN available: {}", tch::Cuda::cudnn_is_available()))?;
+    say(format!("intra-op threads: {}", tch::get_num_threads()))?;
+    say(format!("distributed back ends compiled: {}", diem_dist::build_fingerprint()))?;
     match diem_dist::Launch::detect() {
-        Some(l) => println!(
+        Some(l) => say(format!(
             "launched as rank {} of {} (local rank {}), by {}",
             l.rank, l.size, l.local_rank, l.launcher
-        ),
-        None => println!("launched as a single process"),
+        ))?,
+        None => say("launched as a single process".to_string())?,
     }
-    println!("selected device: {resolved:?}");
-    Ok(())
+    say(format!("selected device: {resolved:?}"))
 }

@@ -12,6 +12,8 @@ use diem_sampling::{
 };
 use tch::{Device, Kind, Tensor};
 
+use crate::checks::{check_memory, finite_result, output_path, say, warn, Watch};
+
 /// Loads the prior named by `path` (a checkpoint directory or a run directory: its last lap).
 pub fn load_prior(path: &Path, device: Device) -> Result<(PathBuf, PriorModel)> {
     let dir = diem_em::resolve_checkpoint(path).with_context(|| format!("--prior {}", path.display()))?;
@@ -40,27 +42,68 @@ fn latent_shape(model: &PriorModel, dir: &Path) -> Result<Vec<i64>> {
     }
 }
 
-/// `diem sample`.
-pub fn sample(
-    prior: &Path,
-    n: i64,
-    out: &Path,
-    sampler: &str,
-    steps: usize,
-    seed: u64,
-    device: Device,
-) -> Result<()> {
+/// Options of `diem sample`.
+pub struct SampleArgs<'a> {
+    /// The prior path.
+    pub prior: &'a Path,
+    /// Number of samples.
+    pub n: i64,
+    /// The output `.npy`.
+    pub out: &'a Path,
+    /// The sampler name.
+    pub sampler: &'a str,
+    /// Sampler steps.
+    pub steps: usize,
+    /// Noise seed (chunk `c` uses `seed + c`).
+    pub seed: u64,
+    /// Samples drawn at once.
+    pub chunk: i64,
+    /// The device.
+    pub device: Device,
+}
+
+/// `diem sample`: `n` prior samples, `chunk` at a time (chunk `c` seeded `seed + c`, so up to `chunk`
+/// samples are one draw), after checking the output path and the memory the job needs; nothing is written
+/// unless every sample is finite.
+pub fn sample(a: &SampleArgs<'_>) -> Result<()> {
+    let n = a.n;
     if n < 1 {
         bail!("-n must be ≥ 1, got {n}");
     }
-    let (dir, model) = load_prior(prior, device)?;
-    let mut shape = vec![n];
-    shape.extend(latent_shape(&model, &dir)?);
-    let s = sampler_spec(sampler, steps)?.build(model.schedule)?;
-    let x = s.sample(&model.denoiser, &shape, Kind::Float, device, &mut NoiseRng::seeded(seed))?;
-    write_npy(out, &x).with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {} samples of shape {:?} to {}", n, &shape[1..], out.display());
-    Ok(())
+    if a.chunk < 1 {
+        bail!("--chunk must be ≥ 1, got {}", a.chunk);
+    }
+    let spec = sampler_spec(a.sampler, a.steps)?;
+    let run_dir = diem_em::resolve_checkpoint(a.prior).ok();
+    let prior_dirs: Vec<(&str, &Path)> =
+        [Some(("the prior", a.prior)), run_dir.as_deref().map(|d| ("the prior's checkpoint", d))]
+            .into_iter()
+            .flatten()
+            .collect();
+    output_path(a.out, "npy", &[], &prior_dirs)?;
+    let (dir, model) = load_prior(a.prior, a.device)?;
+    let latent = latent_shape(&model, &dir)?;
+    let per_row = diem_operators::operator::checked_numel(&latent).unwrap_or(i64::MAX);
+    check_memory(&format!("-n {n}"), n, per_row, a.chunk)?;
+    let s = spec.build(model.schedule)?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = a.chunk.min(n - start);
+        let mut shape = vec![len];
+        shape.extend(&latent);
+        let watch = Watch::new(&model.denoiser);
+        let mut rng = NoiseRng::seeded(a.seed.wrapping_add((start / a.chunk) as u64));
+        let x = s.sample(&watch, &shape, Kind::Float, a.device, &mut rng)?;
+        let what = format!("{} sampling from {}", a.sampler, dir.display());
+        let first = watch.first_non_finite().map(|f| (f, s.calls_per_step(), a.steps));
+        finite_result(&what, &x, start, first, "")?;
+        parts.push(x.to_device(Device::Cpu));
+        start += len;
+    }
+    let x = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0) };
+    write_npy(a.out, &x).with_context(|| format!("writing {}", a.out.display()))?;
+    say(format!("wrote {} samples of shape {:?} to {}", n, latent, a.out.display()))
 }
 
 /// Options of `diem posterior`.
@@ -100,9 +143,39 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
     if !METHODS.contains(&a.method) {
         bail!("--method: unknown method {:?} (expected one of {})", a.method, METHODS.join(", "));
     }
+    if a.chunk < 1 {
+        bail!("--chunk must be ≥ 1, got {}", a.chunk);
+    }
+    let run_dir = diem_em::resolve_checkpoint(a.prior).ok();
+    let prior_dirs: Vec<(&str, &Path)> =
+        [Some(("the prior", a.prior)), run_dir.as_deref().map(|d| ("the prior's checkpoint", d))]
+            .into_iter()
+            .flatten()
+            .collect();
+    output_path(a.out, "npy", &[("the observations", a.observations)], &prior_dirs)?;
     let (dir, model) = load_prior(a.prior, a.device)?;
     let obs = Observation::load(a.observations, a.device)
         .with_context(|| format!("reading observations {}", a.observations.display()))?;
+    let latent = latent_shape(&model, &dir)?;
+    if obs.operator.x_shape() != latent {
+        bail!(
+            "{}: the observations' latents have shape {:?} (their x_shape), but the prior in {} draws \
+             samples of shape {latent:?}",
+            a.observations.display(),
+            obs.operator.x_shape(),
+            dir.display()
+        );
+    }
+    let unobserved = obs.unobserved();
+    if !unobserved.is_empty() {
+        warn(format!(
+            "warning: {} of {} observations carry no information (zero operator, e.g. an all-zero mask): \
+             their posterior samples are prior samples",
+            unobserved.len(),
+            obs.len()
+        ));
+    }
+    check_memory(&format!("{} posterior samples", obs.len()), obs.len(), obs.operator.x_numel(), a.chunk)?;
     let solver_method = match a.solver {
         "cg" => SolverMethod::Cg,
         "gmres" => SolverMethod::Gmres,
@@ -130,7 +203,13 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
     let sampler = spec.build(model.schedule)?;
     let prior: &dyn Denoiser = &model.denoiser;
     let n = obs.len();
-    let chunk = a.chunk.max(1);
+    let chunk = a.chunk;
+    let hint = if a.method == "mmps-zeros" {
+        "; mmps-zeros takes the posterior covariance V to be 0, which over-corrects by about \
+         (prior variance) / σ_y² per step when the noise is small: use mmps, mmps-cov-x or mmps-ones"
+    } else {
+        ""
+    };
     let mut parts = Vec::new();
     let mut start = 0;
     while start < n {
@@ -139,45 +218,57 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
         let mut shape = vec![len];
         shape.extend(sub.operator.x_shape());
         let mut rng = NoiseRng::seeded(a.seed.wrapping_add((start / chunk) as u64));
-        let x: Tensor = match (a.method, covariance) {
+        // Every method's denoiser is watched, so a non-finite result names the step where it appeared.
+        let (x, watch_calls): (Tensor, _) = match (a.method, covariance) {
             (_, Some(cov)) => {
                 let identity = identity_cov(&sub);
                 let cfg =
                     PosteriorSpec { covariance: cov, solver }.to_mmps(sigma_x.as_ref().unwrap_or(&identity));
                 let d = Mmps::from_observation(prior, &sub, cfg)?;
-                sampler.sample(&d, &shape, Kind::Float, a.device, &mut rng)?
+                let w = Watch::new(&d);
+                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
+                (x, w.first_non_finite())
             }
             ("pgdm", None) => {
                 let d = Pgdm::from_observation(prior, &sub, PgdmConfig { solver: solver.to_solver() })?;
-                sampler.sample(&d, &shape, Kind::Float, a.device, &mut rng)?
+                let w = Watch::new(&d);
+                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
+                (x, w.first_non_finite())
             }
             ("tmpd", None) => {
                 let d = Tmpd::from_observation(prior, &sub, TmpdConfig { solver: solver.to_solver() })?;
-                sampler.sample(&d, &shape, Kind::Float, a.device, &mut rng)?
+                let w = Watch::new(&d);
+                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
+                (x, w.first_non_finite())
             }
             ("diffpir", None) => {
                 let cfg = DiffPirConfig { solver: solver.to_solver(), ..DiffPirConfig::default() };
                 let d = DiffPir::from_observation(prior, &sub, cfg)?;
-                sampler.sample(&d, &shape, Kind::Float, a.device, &mut rng)?
+                let w = Watch::new(&d);
+                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
+                (x, w.first_non_finite())
             }
             _ => {
                 let dps = Dps::from_observation(model.schedule, TimeGrid::uniform(a.steps)?, &sub, a.zeta)?;
-                dps.sample(prior, &shape, Kind::Float, a.device, &mut rng)?
+                let w = Watch::new(prior);
+                let x = dps.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
+                (x, w.first_non_finite())
             }
         };
-        parts.push(x);
+        let per_step = if a.method == "dps" { 1 } else { sampler.calls_per_step() };
+        finite_result(a.method, &x, start, watch_calls.map(|f| (f, per_step, a.steps)), hint)?;
+        parts.push(x.to_device(Device::Cpu));
         start += len;
     }
-    let x = Tensor::cat(&parts, 0);
+    let x = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0) };
     write_npy(a.out, &x).with_context(|| format!("writing {}", a.out.display()))?;
-    println!(
+    say(format!(
         "wrote {} posterior samples ({}) of shape {:?} to {}",
         n,
         a.method,
         &x.size()[1..],
         a.out.display()
-    );
-    Ok(())
+    ))
 }
 
 /// `Σ_x = I` for the heuristics that ignore Σ_x (only `cov_x` reads it).
