@@ -240,12 +240,14 @@ impl EmRun {
                 let t = Instant::now();
                 let shard = self.e_step(lap as u64, false)?;
                 let all = gather_to_root(&*self.comm, &shard.samples)?;
+                self.agreed_finite(lap, false, &all)?;
                 (shard, all, outcome, t.elapsed().as_secs_f64(), mstep_s)
             }
             LapOrder::SampleThenTrain => {
                 let t = Instant::now();
                 let shard = self.e_step(lap as u64, lap == 0)?;
                 let all = gather_to_root(&*self.comm, &shard.samples)?;
+                self.agreed_finite(lap, lap == 0, &all)?;
                 let estep_s = t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let val = self.validation_samples(lap as u64, lap == 0)?;
@@ -285,16 +287,6 @@ impl EmRun {
         let stats = self.total_stats(&shard.stats)?;
         let written = match &all {
             Some(samples) => {
-                let what = format!(
-                    "lap {lap}'s E-step ({} prior, {})",
-                    if lap == 0 && self.config.order == LapOrder::SampleThenTrain {
-                        "Gaussian"
-                    } else {
-                        "model"
-                    },
-                    self.estep_description()
-                );
-                self.check_finite(&what, samples)?;
                 let lap_info = LapInfo {
                     lap,
                     dir: &dir,
@@ -336,6 +328,23 @@ impl EmRun {
             Some(other) => Err(other),
             None => Ok(()),
         }
+    }
+
+    /// [`Self::check_finite`] of lap `lap`'s gathered E-step samples (on rank 0), agreed by every rank,
+    /// before anything uses them (the refit, the M-step, the files).
+    fn agreed_finite(&self, lap: usize, gaussian: bool, all: &Option<Tensor>) -> Result<()> {
+        let checked = match all {
+            Some(samples) => {
+                let prior = if gaussian {
+                    "the Gaussian prior, exact cov_x MMPS".to_string()
+                } else {
+                    format!("the model, {}", self.estep_description())
+                };
+                self.check_finite(&format!("lap {lap}'s E-step ({prior})"), samples)
+            }
+            None => Ok(()),
+        };
+        sync(&*self.comm, checked)
     }
 
     /// The E-step's method in words, for messages.
