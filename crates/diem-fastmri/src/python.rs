@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-
 use crate::error::{FastMriError, Result};
 
 /// The extraction script (see its header for the protocol).
