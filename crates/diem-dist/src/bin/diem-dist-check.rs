@@ -14,6 +14,9 @@
 //!   error naming it.
 //! - `abort`: the last rank calls `abort(3)` while the others wait in a barrier.
 //! - `auto`: [`diem_dist::init`] with `BackendChoice::Auto` (MPI under a launcher of several ranks).
+//! - `nccl` (built with the `nccl` feature, on a GPU machine): `Nccl::init`, then all-reduce mean and
+//!   broadcast of CUDA tensors checked against their exact values; prints the NCCL version and the device.
+//!   `cargo xtask gpu-pack`'s `run.sh dist` runs it at `-np 1`.
 //!
 //! Every line it prints starts with `[rank R/N]`; it ends with `[rank R/N] ok` when every check passed and
 //! exits non-zero otherwise.
@@ -29,6 +32,9 @@ fn main() -> ExitCode {
     let mode = args.first().map_or("collectives", String::as_str);
     if mode == "auto" {
         return auto();
+    }
+    if mode == "nccl" {
+        return nccl_check();
     }
     let mut comm = match Mpi::init() {
         Ok(c) => c,
@@ -67,6 +73,60 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `nccl` mode: NCCL's collectives on CUDA tensors of two dtypes, against their exact results.
+#[cfg(feature = "nccl")]
+fn nccl_check() -> ExitCode {
+    let comm = match diem_dist::nccl::Nccl::init() {
+        Ok(c) => c,
+        Err(e) => {
+            say_err(format!("nccl error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let (rank, size, device) = (comm.rank(), comm.size(), comm.device());
+    let tag = format!("[rank {rank}/{size}]");
+    let run = || -> Result<(), String> {
+        // Rank r holds (r + 1) everywhere: the mean is (K + 1) / 2, exact in both dtypes.
+        let r = (rank + 1) as f64;
+        let mut t = vec![
+            Tensor::full([1 << 20], r, (Kind::Float, device)),
+            Tensor::full([3, 5], r, (Kind::Double, device)),
+        ];
+        comm.all_reduce_mean(&mut t).map_err(|e| e.to_string())?;
+        let want = (size as f64 + 1.0) / 2.0;
+        for x in &t {
+            let err = (x.to_kind(Kind::Double) - want).abs().max().double_value(&[]);
+            if err != 0.0 || x.device() != device {
+                return Err(format!("all_reduce_mean: error {err} on {:?}", x.device()));
+            }
+        }
+        let mut b = vec![Tensor::full([257], r, (Kind::Float, device))];
+        comm.broadcast(&mut b, 0).map_err(|e| e.to_string())?;
+        if b[0].ne(1.0).any().int64_value(&[]) != 0 {
+            return Err("broadcast: not rank 0's values".into());
+        }
+        println!("{tag} nccl version {} on {device:?}: all_reduce_mean and broadcast exact", comm.version());
+        Ok(())
+    };
+    match run() {
+        Ok(()) => {
+            println!("{tag} ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say_err(format!("{tag} error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `nccl` mode in a build without NCCL.
+#[cfg(not(feature = "nccl"))]
+fn nccl_check() -> ExitCode {
+    say_err("nccl error: this build has no NCCL (build with --features nccl)".into());
+    ExitCode::FAILURE
 }
 
 /// Prints a line to stderr in one write, so that mpirun does not interleave it with another rank's.
