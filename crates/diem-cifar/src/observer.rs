@@ -8,7 +8,6 @@ use std::time::Instant;
 use diem_em::{EmError, GaussianPrior, LapContext, LapObserver, SamplerSpec};
 use diem_plot::{image_grid, Image};
 use diem_sampling::NoiseRng;
-use indicatif::ProgressBar;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -96,7 +95,7 @@ impl CifarObserver {
         Self { config: config.clone(), images: images_u8, fid, inception, run_dir: run_dir.to_path_buf() }
     }
 
-    fn bar(&self, len: u64, what: &str) -> ProgressBar {
+    fn bar(&self, len: u64, what: &str) -> diem_models::progress::Progress {
         diem_models::progress::progress_bar(len, what, self.config.em.progress)
     }
 

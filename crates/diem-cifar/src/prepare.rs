@@ -257,7 +257,7 @@ pub fn read_images_npy(path: &Path) -> Result<Tensor> {
     Ok(Tensor::from_slice(&data).reshape(shape))
 }
 
-fn bar(len: u64, show: bool) -> ProgressBar {
+fn bar(len: u64, show: bool) -> diem_models::progress::Progress {
     diem_models::progress::progress_bar(len, "chunks", show)
 }
 
@@ -312,7 +312,7 @@ pub fn prepare(data: &CifarData, source: &str, out: &Path, config: &PrepareConfi
     let progress = bar(chunks * config.rhos.len() as u64, config.progress);
     for &rho in &config.rhos {
         progress.set_message(format!("ρ = {rho}"));
-        let obs = observe(&images, rho, config.seed, config.noise_std, config.chunk, Some(&progress))?;
+        let obs = observe(&images, rho, config.seed, config.noise_std, config.chunk, Some(progress.bar()))?;
         let ones = Tensor::ones([1, CHANNELS, IMAGE_SIDE, IMAGE_SIDE], (Kind::Float, Device::Cpu));
         let kept = obs.operator.apply(&ones.expand([obs.len(), -1, -1, -1], false));
         let deleted_fraction = 1.0 - kept.mean(Kind::Double).double_value(&[]);

@@ -109,7 +109,7 @@ pub fn m_step_parallel(
     // The data stay where they are (host memory with `DataStorage::Host`): the trainer moves each batch.
     let data = data.to_kind(Kind::Float);
     let device = model.vs.device();
-    let mut trainer = Trainer::new(&model.vs, config.clone())?;
+    let mut trainer = Trainer::new(&model.vs, config.clone())?.with_label(format!("lap {lap}: M-step steps"));
     if let Some((reducer, local_batch)) = parallel {
         trainer = trainer.with_gradient_reducer(reducer, local_batch)?;
     }

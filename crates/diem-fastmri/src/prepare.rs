@@ -222,7 +222,7 @@ fn split_images(
     Ok((!parts.is_empty()).then(|| Tensor::cat(&parts, 0)))
 }
 
-fn bar(progress: bool, len: u64, what: &str) -> ProgressBar {
+fn bar(progress: bool, len: u64, what: &str) -> diem_models::progress::Progress {
     diem_models::progress::progress_bar(len, what, progress)
 }
 
@@ -317,9 +317,9 @@ pub fn prepare(python: &Path, root: &Path, out: &Path, config: &PrepareConfig) -
         return Err(FastMriError::data(root, "no training volume (every kept volume is in a *val* folder)"));
     }
     let b = bar(config.progress, kept.len() as u64, "volumes normalized");
-    let train_x = split_images(&cache, root, &train, config.normalization, &b)?
+    let train_x = split_images(&cache, root, &train, config.normalization, b.bar())?
         .ok_or_else(|| FastMriError::data(root, "no training slice"))?;
-    let val_x = split_images(&cache, root, &val, config.normalization, &b)?;
+    let val_x = split_images(&cache, root, &val, config.normalization, b.bar())?;
     b.finish_and_clear();
     let s = config.seed;
     let seeds = [mix_seed(s, 1), mix_seed(s, 2), mix_seed(s, 3), mix_seed(s, 4)];
@@ -328,7 +328,7 @@ pub fn prepare(python: &Path, root: &Path, out: &Path, config: &PrepareConfig) -
     let b = bar(config.progress, total as u64, "observations simulated");
     let r = config.acceleration;
     let train_obs =
-        simulate_kspace(&train_x, r, config.noise_std, seeds[0], seeds[1], config.chunk, Some(&b))?;
+        simulate_kspace(&train_x, r, config.noise_std, seeds[0], seeds[1], config.chunk, Some(b.bar()))?;
     diem_em::write_npy(&out.join(images_file(Split::Train)), &train_x)?;
     train_obs.save(out.join(observations_file(Split::Train)))?;
     let mean_kept_fraction = train_obs
@@ -338,7 +338,8 @@ pub fn prepare(python: &Path, root: &Path, out: &Path, config: &PrepareConfig) -
         .find(|(name, _)| name == "mask")
         .map_or(f64::NAN, |(_, m)| m.mean(Kind::Double).double_value(&[]));
     if let Some(vx) = &val_x {
-        let val_obs = simulate_kspace(vx, r, config.noise_std, seeds[2], seeds[3], config.chunk, Some(&b))?;
+        let val_obs =
+            simulate_kspace(vx, r, config.noise_std, seeds[2], seeds[3], config.chunk, Some(b.bar()))?;
         diem_em::write_npy(&out.join(images_file(Split::Val)), vx)?;
         val_obs.save(out.join(observations_file(Split::Val)))?;
     } else {

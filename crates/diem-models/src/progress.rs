@@ -3,13 +3,16 @@
 //! In a terminal, [`progress_bar`] is an indicatif bar. Without one (a batch job under SLURM, `mpirun` with
 //! output to files, `nohup`), indicatif draws nothing at all, so a long fit would print nothing for hours.
 //! There the bar is kept hidden and a logger thread writes one plain, timestamped line to stderr when it
-//! starts, at least every [`LOG_INTERVAL_VAR`] seconds (default 30) while it runs, and when it finishes:
+//! starts, at least every [`LOG_INTERVAL_VAR`] seconds (default 30) while it runs, and when it ends:
 //!
 //! ```text
 //! [2026-12-02 07:55:01Z] lap 3: E-step chunks 12/64 (18.8 %), 3.21/s, elapsed 00:00:04, ETA 00:00:16
 //! ```
 
 use std::io::IsTerminal;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,12 +20,46 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Seconds between two log lines of a bar without a terminal (a positive number; default 30).
 pub const LOG_INTERVAL_VAR: &str = "DIEM_LOG_INTERVAL";
 
-/// A progress bar of `len` steps named `label` ("lap 3: E-step chunks"); hidden when `enabled` is false.
-/// See the module docs for what it does without a terminal.
-pub fn progress_bar(len: u64, label: impl Into<String>, enabled: bool) -> ProgressBar {
+/// A progress display: an indicatif [`ProgressBar`] (through `Deref`), plus, without a terminal, the logger
+/// thread of the module docs, which writes a last line when the display is dropped (`done` after
+/// `finish*`, `stopped` otherwise).
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+    logger: Option<Arc<AtomicBool>>,
+}
+
+impl Deref for Progress {
+    type Target = ProgressBar;
+
+    fn deref(&self) -> &ProgressBar {
+        &self.bar
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.logger {
+            stop.store(true, Ordering::Relaxed);
+            let tag = if self.bar.is_finished() { "done" } else { "stopped" };
+            eprintln!("{}", status_line(&self.bar, tag));
+        }
+    }
+}
+
+impl Progress {
+    /// The underlying bar (for functions that take a `&ProgressBar`).
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
+    }
+}
+
+/// A progress display of `len` steps named `label` ("lap 3: E-step chunks"); hidden when `enabled` is
+/// false. See the module docs for what it does without a terminal.
+pub fn progress_bar(len: u64, label: impl Into<String>, enabled: bool) -> Progress {
     let label = label.into();
     if !enabled {
-        return ProgressBar::hidden();
+        return Progress { bar: ProgressBar::hidden(), logger: None };
     }
     if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(len);
@@ -32,31 +69,25 @@ pub fn progress_bar(len: u64, label: impl Into<String>, enabled: bool) -> Progre
             bar.set_style(style);
         }
         bar.set_prefix(label);
-        return bar;
+        return Progress { bar, logger: None };
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
     bar.set_prefix(label);
-    let weak = bar.downgrade();
+    eprintln!("{}", status_line(&bar, "started"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (watched, stopped) = (bar.clone(), stop.clone());
     let interval = log_interval();
     std::thread::spawn(move || {
         let mut last = Instant::now();
-        if let Some(b) = weak.upgrade() {
-            eprintln!("{}", status_line(&b, "started"));
-        }
-        loop {
+        while !stopped.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
-            let Some(b) = weak.upgrade() else { return };
-            if b.is_finished() {
-                eprintln!("{}", status_line(&b, "done"));
-                return;
-            }
-            if last.elapsed() >= interval {
-                eprintln!("{}", status_line(&b, ""));
+            if last.elapsed() >= interval && !stopped.load(Ordering::Relaxed) && !watched.is_finished() {
+                eprintln!("{}", status_line(&watched, ""));
                 last = Instant::now();
             }
         }
     });
-    bar
+    Progress { bar, logger: Some(stop) }
 }
 
 /// The interval from [`LOG_INTERVAL_VAR`], 30 s when unset or invalid.

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use diem_dist::{Communicator, Single};
 use diem_models::{checkpoint, Batching, NetworkConfig, PriorModel};
 use diem_operators::Observation;
-use indicatif::ProgressBar;
 use serde_json::Value;
 use tch::{Device, Tensor};
 
@@ -142,6 +141,7 @@ impl EmRun {
         // resumes (restoring config.json) rather than a config.json that blocks the directory.
         let written = if comm.is_root() {
             create_dir(&dir)
+                .and_then(|()| remove_stale_temp_files(&dir).map(|_| ()))
                 .and_then(|()| state.save(&dir.join(STATE_FILE)))
                 .and_then(|()| write_json(&dir.join(CONFIG_FILE), &config))
         } else {
@@ -527,7 +527,7 @@ impl EmRun {
 
     /// A progress bar named `what`, shown on rank 0 when the configuration asks for progress (in a terminal,
     /// or as timestamped log lines without one: [`diem_models::progress`]).
-    fn bar(&self, len: u64, what: &str) -> ProgressBar {
+    fn bar(&self, len: u64, what: &str) -> diem_models::progress::Progress {
         diem_models::progress::progress_bar(len, what, self.config.progress && self.comm.is_root())
     }
 

@@ -50,7 +50,7 @@ impl EmRun {
             g,
             self.config.schedule(),
             self.config.seed,
-            Some(&bar),
+            Some(bar.bar()),
             &mut |_, _| Ok(()),
         )?;
         bar.finish_and_clear();
@@ -118,9 +118,10 @@ impl EmRun {
         let x_numel = gaussian.dim();
         let chunk = e.effective_chunk(x_numel);
         let mine = shard_chunks(chunk_count(obs.len(), k, chunk), self.comm.rank(), self.comm.size());
+        let when = if lap == u64::MAX { "initial".to_string() } else { format!("lap {lap}:") };
         let what =
             if purpose == SeedPurpose::Validation { "validation E-step chunks" } else { "E-step chunks" };
-        let bar = self.bar(mine.end - mine.start, what);
+        let bar = self.bar(mine.end - mine.start, &format!("{when} {what}"));
         let gaussian_f32 = GaussianPrior {
             mean: gaussian.mean.to_kind(Kind::Float),
             cov: gaussian.cov.to_kind(Kind::Float),
@@ -139,12 +140,12 @@ impl EmRun {
         let shard = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
             let mmps = cov_x_mmps(&gaussian_f32, &e.posterior.solver);
-            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps), mine, Some(&bar))?
+            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar.bar()))?
         } else {
             let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
             let mmps = e.posterior.to_mmps(&gaussian_f32.cov);
             let prior: &dyn Denoiser = &model.denoiser;
-            posterior_shard(prior, obs, sampler.as_ref(), &plan(mmps), mine, Some(&bar))?
+            posterior_shard(prior, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar.bar()))?
         };
         bar.finish_and_clear();
         Ok(shard)

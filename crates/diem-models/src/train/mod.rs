@@ -275,6 +275,8 @@ pub struct Trainer {
     device: tch::Device,
     /// Data-parallel training: the gradient averaging across ranks, and this rank's batch size.
     parallel: Option<(Box<dyn GradientReducer>, i64)>,
+    /// The progress display's name.
+    label: String,
 }
 
 impl std::fmt::Debug for dyn GradientReducer {
@@ -309,7 +311,14 @@ impl Trainer {
             order: None,
             device: vs.device(),
             parallel: None,
+            label: "M-step steps".into(),
         })
+    }
+
+    /// Names the progress display ("lap 3: M-step steps"), as its log lines show it without a terminal.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
     }
 
     /// Data-parallel training: this rank draws batches of `local_batch` samples from its own data (the
@@ -526,7 +535,7 @@ impl Trainer {
             return Err(Error::shape("training data", "[S, ...] with S ≥ 1", &size));
         }
         let total = self.config.steps;
-        let bar = crate::progress::progress_bar(total as u64, "M-step steps", self.config.progress);
+        let bar = crate::progress::progress_bar(total as u64, self.label.clone(), self.config.progress);
         let mut report = TrainReport::default();
         let mut window: Vec<(Tensor, Tensor)> = Vec::with_capacity(self.config.log_every);
         let flush = |window: &mut Vec<(Tensor, Tensor)>, step: usize, lr: f64, report: &mut TrainReport| {
