@@ -536,6 +536,14 @@ impl RunState {
         write_atomic(path, &bytes)
     }
 
+    /// The bytes [`RunState::save`] writes.
+    ///
+    /// # Errors
+    /// [`EmError::File`] (naming `state.bin`) if the state cannot be serialized.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        bincode::serialize(self).map_err(|e| EmError::file(crate::layout::STATE_FILE, e.to_string()))
+    }
+
     /// Reads `state.bin` (version 2, or version 1 upgraded in memory).
     ///
     /// # Errors
