@@ -136,7 +136,10 @@ pub fn read_npy_bytes(path: &Path, bytes: &[u8], device: Device) -> Result<Tenso
     if !matches!(dtype, Some("float32" | "float64")) {
         return Err(EmError::file(
             path,
-            format!("not a float32/float64 .npy array (dtype {:?})", header.descr),
+            format!(
+                "not a float32/float64 .npy array (dtype {})",
+                dtype.map_or_else(|| format!("{:?}", header.descr), str::to_string)
+            ),
         ));
     }
     let declared = header.data_len().map(|d| d + header.header_len as u64);
@@ -358,7 +361,7 @@ impl ObservationFingerprint {
 const HASH_SLICE: i64 = 1 << 23;
 
 /// [`Xxh64`] of a tensor's entries in row-major order (native little-endian bytes), streamed in slices of
-/// at most [`HASH_SLICE`] entries so a large array on a GPU or in host memory is never copied whole.
+/// at most 8 Mi entries so a large array on a GPU or in host memory is never copied whole.
 ///
 /// # Errors
 /// [`EmError::Torch`] if the tensor cannot be read.
