@@ -123,6 +123,6 @@ pub(crate) fn bicgstab_image<V: VectorSpace, W: Image<V::Scalar>>(
         active = full_ok.and(&rr.gt(&threshold));
         iterations += 1;
     }
-    let tail = Tail { iterations, applications, rr, threshold, breakdown };
+    let tail = Tail { iterations, applications, rr, threshold, breakdown, fallback: None };
     finish(&x, image, b, p, tail)
 }

@@ -70,6 +70,24 @@ impl Krylov {
         }
     }
 
+    /// [`Krylov::solve_with_image`] under a CG [`Safeguard`](crate::Safeguard): a curvature floor and a fallback
+    /// operator for the directions that fall below it. GMRES and BiCGSTAB ignore the safeguard (their report's
+    /// `fallback` flags stay unset).
+    pub fn solve_safeguarded<V: VectorSpace, W: Image<V::Scalar>>(
+        self,
+        op: impl Fn(&V) -> (V, W),
+        guard: &crate::Safeguard<'_, V, W>,
+        b: &V,
+        x0: Option<&V>,
+        p: &KrylovParams,
+    ) -> SolvedWithImage<V, W> {
+        match self {
+            Krylov::Cg => crate::cg::cg_safeguarded(op, guard, b, x0, p),
+            Krylov::Gmres => crate::gmres::gmres_image(op, b, x0, p),
+            Krylov::BiCgStab => crate::bicgstab::bicgstab_image(op, b, x0, p),
+        }
+    }
+
     /// The method's lowercase name (`"cg"`, `"gmres"`, `"bicgstab"`).
     pub fn name(self) -> &'static str {
         match self {

@@ -39,7 +39,7 @@ pub mod report;
 pub mod space;
 
 pub use bicgstab::{bicgstab, bicgstab_with};
-pub use cg::{cg, cg_with};
+pub use cg::{cg, cg_with, Safeguard, StandIn};
 pub use dplr::Dplr;
 pub use error::{LinalgError, Result};
 pub use gmres::{gmres, gmres_with};

@@ -20,8 +20,9 @@ pub struct KrylovParams {
     pub work_f64: bool,
     /// GMRES only: restart length (`None`: no restart, one Arnoldi cycle of `max_iter` steps).
     pub restart: Option<usize>,
-    /// GMRES only: normalization/regularization floor (`None`: the machine epsilon of the right-hand side's
-    /// dtype, SPEC.md §6.2).
+    /// GMRES only: the relative normalization/regularization floor ε, applied as `ε` times the system's own
+    /// scale (`||b||`, or `||K V_j||` for Arnoldi column j; see [`gmres_with`](crate::gmres_with)). `None`: the
+    /// machine epsilon of the right-hand side's dtype.
     pub eps: Option<f64>,
 }
 
@@ -62,7 +63,7 @@ impl KrylovParams {
         self
     }
 
-    /// Sets the GMRES epsilon.
+    /// Sets the GMRES relative epsilon.
     pub fn with_eps(mut self, eps: Option<f64>) -> Self {
         self.eps = eps;
         self
@@ -116,6 +117,10 @@ pub struct SolveReport<S: Scalars> {
     pub breakdown: S::Mask,
     /// Per-system flag: `||r|| ≤ rtol ||b||` (or, without `rtol`, `||r|| ≤ ε_f64 ||b||`).
     pub converged: S::Mask,
+    /// Per-system flag: a failed CG step was replaced by the step of a [`Safeguard`](crate::Safeguard)'s
+    /// fallback operator (always unset for GMRES and BiCGSTAB, and without a fallback). Such a system is also
+    /// flagged in [`SolveReport::breakdown`].
+    pub fallback: S::Mask,
 }
 
 impl<S: Scalars> SolveReport<S> {
@@ -137,6 +142,11 @@ impl<S: Scalars> SolveReport<S> {
     /// Whether any system broke down (synchronizes).
     pub fn any_breakdown(&self) -> bool {
         self.breakdown.any()
+    }
+
+    /// Fallback flags on the host, one per system.
+    pub fn fallbacks(&self) -> Vec<bool> {
+        self.fallback.to_vec()
     }
 }
 
@@ -211,6 +221,8 @@ pub(crate) struct Tail<S: Scalars> {
     pub rr: S,
     pub threshold: S,
     pub breakdown: S::Mask,
+    /// Systems that took a fallback step (`None`: none can have).
+    pub fallback: Option<S::Mask>,
 }
 
 /// The shared end: cast `x` back to the model dtype; a system whose result is not finite (an overflow in the
@@ -230,12 +242,17 @@ pub(crate) fn finish<V: VectorSpace, W: Image<V::Scalar>>(
     let (rr, threshold) = (&tail.rr, &tail.threshold);
     let at_threshold = rr.sub(threshold).nonzero().not();
     let converged = threshold.gt(rr).or(&at_threshold).and(&finite);
+    let fallback = match tail.fallback {
+        Some(f) => f.and(&finite),
+        None => finite.and(&finite.not()),
+    };
     let report = SolveReport {
         iterations: tail.iterations,
         applications: tail.applications,
         residual_norm: rr.sqrt(),
         breakdown: tail.breakdown.or(&finite.not()),
         converged,
+        fallback,
     };
     Ok((x, image, report))
 }

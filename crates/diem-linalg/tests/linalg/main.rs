@@ -5,4 +5,5 @@ mod common;
 mod dplr;
 mod images;
 mod ppca;
+mod safeguard;
 mod solvers;
