@@ -4,6 +4,9 @@
 //! analytic [`MixtureDenoiser`](diem_models::MixtureDenoiser) as its prior, and the Sinkhorn divergence
 //! `max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` against two independent exact posterior sets u1, u2 is reported.
 //!
+//! MMPS runs with its default solver safeguards (curvature fallback and observation-space damping) and, as
+//! `mmps_cg*_unguarded`, without them.
+//!
 //! Base samplers: the denoiser-type methods (MMPS, heuristics, TMPD, PiGDM) run on DDIM; DPS is its own DDPM
 //! sampler and DiffPIR runs on DDPM, the η = 1 sampler SPEC.md §5.6 prescribes for it. The components are
 //! wider than Figure 2's (s = σ_y = 0.05 by default) so that a few dozen steps resolve the posterior.
@@ -47,13 +50,20 @@ pub enum SweepMethod {
     Ones,
     /// MMPS with the `cov_x` heuristic, Σ_x the prior's exact covariance.
     CovX,
+    /// MMPS, Tweedie covariance, 1 CG iteration, without the solver safeguards (the algorithm as written:
+    /// plain CG, the correction as solved).
+    Mmps1Unguarded,
+    /// MMPS, Tweedie covariance, 3 CG iterations, without the solver safeguards.
+    Mmps3Unguarded,
 }
 
 impl SweepMethod {
     /// Every method.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Mmps1,
         Self::Mmps3,
+        Self::Mmps1Unguarded,
+        Self::Mmps3Unguarded,
         Self::Dps,
         Self::Tmpd,
         Self::Pgdm,
@@ -77,6 +87,8 @@ impl SweepMethod {
             Self::CovT => "heuristic_cov_t",
             Self::Ones => "heuristic_ones",
             Self::CovX => "heuristic_cov_x",
+            Self::Mmps1Unguarded => "mmps_cg1_unguarded",
+            Self::Mmps3Unguarded => "mmps_cg3_unguarded",
         }
     }
 }
@@ -186,6 +198,8 @@ pub fn sample_posterior(
     match method {
         SweepMethod::Mmps1 => mmps(MmpsConfig::cg(1), &mut rng),
         SweepMethod::Mmps3 => mmps(MmpsConfig::cg(3), &mut rng),
+        SweepMethod::Mmps1Unguarded => mmps(MmpsConfig::cg(1).unguarded(), &mut rng),
+        SweepMethod::Mmps3Unguarded => mmps(MmpsConfig::cg(3).unguarded(), &mut rng),
         SweepMethod::Zeros => mmps(MmpsConfig::cg(1).with_heuristic(CovHeuristic::Zeros), &mut rng),
         SweepMethod::CovT => mmps(MmpsConfig::cg(3).with_heuristic(CovHeuristic::CovT), &mut rng),
         SweepMethod::Ones => mmps(MmpsConfig::cg(3).with_heuristic(CovHeuristic::Ones), &mut rng),

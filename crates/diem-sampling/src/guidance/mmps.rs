@@ -1,33 +1,67 @@
 //! MMPS: moment matching posterior sampling (SPEC.md §5.1; paper §4.2, eqs. 18–24).
 
+use diem_linalg::Safeguard;
 use diem_models::Denoiser;
 use diem_operators::{LinearOperator, NoiseCov, Observation};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::heuristic::CovHeuristic;
 use super::measurement::Measurement;
 use super::{forward_with_graph, sigma_sq_like, GuidanceStats, SolverConfig, StatsCell, Tape};
 use crate::error::Result;
 
-/// How [`Mmps`] solves its system and which covariance it uses.
+/// How [`Mmps`] solves its system, which covariance it uses, and its safeguards.
 #[derive(Clone, Debug)]
 pub struct MmpsConfig {
     /// The Krylov solve (default: CG, 1 iteration, the CIFAR E-step of \[ref\]).
     pub solver: SolverConfig,
     /// `None`: the Tweedie covariance `σ_t² J` through VJPs (default); `Some`: a closed-form heuristic.
     pub heuristic: Option<CovHeuristic>,
+    /// The curvature safeguard of the Tweedie path's CG solve (default: `Some(CovHeuristic::CovT)`).
+    ///
+    /// `K = Σ_y + A V Aᵀ ⪰ Σ_y` for any admissible covariance `V ⪰ 0`, so a CG direction `p` with
+    /// `<p, K p> ≤ <p, Σ_y p>` certifies that the network's `V = σ_t² J` is not positive semi-definite along
+    /// `Aᵀ p`; the step length `ρ/<p, K p>` is then meaningless (arbitrarily long as the curvature approaches
+    /// 0). With `Some(h)`, such a step is taken under the heuristic covariance `V_h` of `h` instead, with its
+    /// image `V_h Aᵀ p` (no VJP), and the system stops ([`diem_linalg::Safeguard`]); the events are counted in
+    /// [`GuidanceStats::fallbacks`]. `None`: plain CG, which rejects only non-positive curvature and then
+    /// gives that sample no further guidance in the call. GMRES and BiCGSTAB ignore it; heuristic covariances
+    /// are positive semi-definite by construction and need none.
+    pub fallback: Option<CovHeuristic>,
+    /// The observation-space safeguard of the Tweedie path: the largest factor γ ≥ 1 by which a correction
+    /// may increase the data misfit `||y − A x||_{Σ_y⁻¹}` of the prior's estimate (default: `Some(3.0)`;
+    /// `None`: off).
+    ///
+    /// The correction `Δ` is scaled by the largest `t ∈ [0, 1]` with `||r − t A Δ||_{Σ_y⁻¹} ≤ γ ||r||_{Σ_y⁻¹}`,
+    /// `r = y − A x̂`. The exact MMPS correction with an admissible covariance never increases the misfit
+    /// (`y − A (x̂ + Δ) = Σ_y (Σ_y + A V Aᵀ)⁻¹ r`), so it is never shortened. A truncated CG step can overshoot
+    /// by up to the square root of the system's condition number even then, and later steps correct it: γ = 3
+    /// leaves every MMPS draw of the exact-mixture sweep unchanged, while the steps that sent E-step samples of
+    /// the manifold experiment to |x| ~ 1e5 raised the misfit 1e2–1e6-fold. Shortened samples are counted in
+    /// [`GuidanceStats::damped`]. Heuristic covariances keep their corrections as defined (paper §4.2's
+    /// ablation).
+    pub damping: Option<f64>,
 }
 
 impl Default for MmpsConfig {
     fn default() -> Self {
-        Self { solver: SolverConfig::cg(1), heuristic: None }
+        Self::new(SolverConfig::cg(1))
     }
 }
 
 impl MmpsConfig {
-    /// The Tweedie covariance with the given solver.
+    /// The default bound γ on the growth of the data misfit by one correction ([`MmpsConfig::damping`]).
+    pub const MISFIT_GROWTH: f64 = 3.0;
+
+    /// The Tweedie covariance with the given solver and the default safeguards (`cov_t` fallback, damping
+    /// with γ = [`MmpsConfig::MISFIT_GROWTH`]).
     pub fn new(solver: SolverConfig) -> Self {
-        Self { solver, heuristic: None }
+        Self {
+            solver,
+            heuristic: None,
+            fallback: Some(CovHeuristic::CovT),
+            damping: Some(Self::MISFIT_GROWTH),
+        }
     }
 
     /// Tweedie covariance, `n` CG iterations.
@@ -40,10 +74,34 @@ impl MmpsConfig {
         Self::new(SolverConfig::gmres(n))
     }
 
+    /// Replaces the solver.
+    pub fn with_solver(mut self, solver: SolverConfig) -> Self {
+        self.solver = solver;
+        self
+    }
+
     /// Replaces the covariance by a heuristic (SPEC.md §5.2).
     pub fn with_heuristic(mut self, heuristic: CovHeuristic) -> Self {
         self.heuristic = Some(heuristic);
         self
+    }
+
+    /// Sets the curvature fallback (`None`: plain CG, see [`MmpsConfig::fallback`]).
+    pub fn with_fallback(mut self, fallback: Option<CovHeuristic>) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Sets the observation-space safeguard's misfit growth bound γ (`None`: off; see [`MmpsConfig::damping`]).
+    pub fn with_damping(mut self, damping: Option<f64>) -> Self {
+        self.damping = damping;
+        self
+    }
+
+    /// Both safeguards off: the algorithm of the paper and \[ref\] as written (plain CG, the correction as
+    /// solved).
+    pub fn unguarded(self) -> Self {
+        self.with_fallback(None).with_damping(None)
     }
 }
 
@@ -54,12 +112,19 @@ impl MmpsConfig {
 /// r = y − A x̂
 /// K(v) = Σ_y v + A (σ_t² Jᵀ (Aᵀ v))        (one VJP per application; or A V(Aᵀ v) with a heuristic)
 /// v ≈ K⁻¹ r                                (Krylov from v_0 = 0, no wasted K(v_0))
-/// return x̂ + σ_t² Jᵀ (Aᵀ v)
+/// Δ = σ_t² Jᵀ (Aᵀ v)
+/// return x̂ + t Δ,   t = max { t ≤ 1 : ||r − t A Δ|| ≤ γ ||r|| }   (Σ_y⁻¹ norms; t = 1 without damping)
 /// ```
 ///
 /// This is Tweedie's `x̂ + σ_t² ∇ log q(y | x_t)` for the moment-matched likelihood
 /// `q(y | x_t) = N(y | A x̂, Σ_y + A V Aᵀ)` with `V = σ_t² J` held fixed (paper eq. 20). The covariance products
 /// always use the VJP (`Jᵀ`, never a JVP, SPEC.md §12.2).
+///
+/// Safeguards ([`MmpsConfig::fallback`], [`MmpsConfig::damping`]): a trained network's `J` is neither
+/// symmetric nor positive semi-definite everywhere (paper §4.2), so `K` can be indefinite. CG steps along
+/// directions where the Tweedie covariance is not admissible (`<p, K p> ≤ <p, Σ_y p>`) are taken under a
+/// heuristic covariance instead, and the correction may not increase the data misfit more than γ-fold. Both
+/// leave the exact case (a Gaussian prior, an admissible `V`, a converged solve) unchanged.
 ///
 /// Costs: 1 forward and `n` VJPs with `n` CG/GMRES iterations (`2n` with BiCGSTAB); 1 forward and 1 VJP with a
 /// heuristic. SPEC.md §5.8 (and the reference and azula) count `n + 1`: the last product `σ_t² Jᵀ Aᵀ v` is one
@@ -101,6 +166,8 @@ pub struct Mmps<'a> {
     measurement: Measurement<'a>,
     config: MmpsConfig,
     stats: StatsCell,
+    /// Whether every noise deviation is positive (the damping's inner products are then `Σ_y⁻¹`-weighted).
+    whitened: bool,
 }
 
 impl<'a> Mmps<'a> {
@@ -109,7 +176,8 @@ impl<'a> Mmps<'a> {
     ///
     /// # Errors
     /// As [`Measurement::new`]; [`SamplingError::Config`](crate::SamplingError::Config) for a zero iteration
-    /// count or a bad tolerance, or for the `zeros` heuristic with a zero noise deviation;
+    /// count or a bad tolerance, a damping bound below 1, or for the `zeros` heuristic with a zero noise
+    /// deviation;
     /// [`SamplingError::Shape`](crate::SamplingError::Shape) for a `cov_x` matrix of the wrong size.
     pub fn new(
         prior: &'a dyn Denoiser,
@@ -142,6 +210,17 @@ impl<'a> Mmps<'a> {
         measurement: Measurement<'a>,
         config: MmpsConfig,
     ) -> Result<Self> {
+        if let Some(h) = &config.fallback {
+            h.validate(measurement.operator().x_numel())?;
+        }
+        if let Some(gamma) = config.damping {
+            if !(gamma.is_finite() && gamma >= 1.0) {
+                return Err(crate::SamplingError::config(
+                    "MmpsConfig.damping",
+                    format!("the misfit growth bound must be finite and ≥ 1, got {gamma}"),
+                ));
+            }
+        }
         match &config.heuristic {
             Some(CovHeuristic::Zeros) => {
                 measurement.require_positive_noise("MmpsConfig.heuristic (zeros)")?
@@ -152,7 +231,8 @@ impl<'a> Mmps<'a> {
             }
             None => config.solver.validate("MmpsConfig.solver")?,
         }
-        Ok(Self { prior, measurement, config, stats: StatsCell::default() })
+        let whitened = measurement.require_positive_noise("MmpsConfig.damping").is_ok();
+        Ok(Self { prior, measurement, config, stats: StatsCell::default(), whitened })
     }
 
     /// The configuration.
@@ -204,9 +284,29 @@ impl<'a> Mmps<'a> {
                         let w = tape.vjp(&op.adjoint(u), true) * &sigma_sq;
                         (noise.mul(u) + op.apply(&w), w)
                     };
-                    let (image, applications) = self.config.solver.solve_image(k, &r)?;
+                    // K ⪰ Σ_y for an admissible covariance; the fallback's K_h = Σ_y + A V_h Aᵀ with image V_h Aᵀ u.
+                    let floor = |u: &Tensor| noise.mul(u);
+                    let stand_in = |u: &Tensor| -> (Tensor, Tensor) {
+                        let adj = op.adjoint(u);
+                        let w = match &self.config.fallback {
+                            Some(h) => h.apply(&adj, &sigma_sq).unwrap_or_else(|e| {
+                                tape.record(e);
+                                adj.zeros_like()
+                            }),
+                            None => adj.zeros_like(),
+                        };
+                        (noise.mul(u) + op.apply(&w), w)
+                    };
+                    let guard = match self.config.fallback {
+                        Some(_) => Safeguard { floor: Some(&floor), fallback: Some(&stand_in) },
+                        None => Safeguard::default(),
+                    };
+                    let (image, applications, fallbacks) = self.config.solver.solve_guarded(k, &guard, &r)?;
                     self.stats.update(|s| s.solver_applications += applications);
                     tape.check()?;
+                    if self.config.fallback.is_some() {
+                        self.stats.add_events(&fallbacks, &fallbacks.zeros_like());
+                    }
                     image.unwrap_or_else(|| x_hat_d.zeros_like())
                 }
                 Some(h) => {
@@ -225,8 +325,38 @@ impl<'a> Mmps<'a> {
                 }
             };
             tape.check()?;
+            // The heuristics' systems are positive definite by construction: their corrections stay as defined.
+            let correction = match self.config.damping {
+                Some(gamma) if self.config.heuristic.is_none() => self.damp(&r, correction, gamma),
+                _ => correction,
+            };
             Ok((x_hat_d + correction).detach())
         })
+    }
+
+    /// The observation-space safeguard: `t Δ` with the largest `t ∈ [0, 1]` such that
+    /// `||r − t A Δ|| ≤ γ ||r||` per sample, i.e. `t = min(1, (<r, a> + √(<r, a>² + (γ² − 1) ||r||² ||a||²)) / ||a||²)`
+    /// with `a = A Δ` (`max(0, 2 <r, a> / ||a||²)` for γ = 1), norms weighted by `Σ_y⁻¹` (Euclidean when a
+    /// noise deviation is zero); `t = 1` where `A Δ = 0`. Counts the samples with `t < 1`.
+    fn damp(&self, r: &Tensor, correction: Tensor, gamma: f64) -> Tensor {
+        let op = self.measurement.operator();
+        let noise = self.measurement.noise();
+        let n = r.size()[0];
+        let weight = |v: &Tensor| if self.whitened { noise.solve(v) } else { v.shallow_clone() };
+        let dot =
+            |u: &Tensor, v: &Tensor| (u * weight(v)).reshape([n, -1]).sum_dim_intlist(1, false, Kind::Double);
+        let a = op.apply(&correction).to_kind(Kind::Double);
+        let r = r.to_kind(Kind::Double);
+        let (ra, aa, rr) = (dot(&r, &a), dot(&a, &a), dot(&r, &r));
+        let reach = (ra.square() + &rr * &aa * (gamma * gamma - 1.0)).clamp_min(0.0).sqrt();
+        let t = ((&ra + reach) / &aa).clamp(0.0, 1.0);
+        let t = t.where_self(&aa.gt(0.0).logical_and(&t.isfinite()), &t.ones_like());
+        let damped = t.lt(1.0).sum(Kind::Int64);
+        self.stats.add_events(&damped.zeros_like(), &damped);
+        let mut shape = vec![n];
+        shape.extend(std::iter::repeat_n(1, correction.dim() - 1));
+        let kind = correction.kind();
+        correction * t.to_kind(kind).reshape(shape)
     }
 }
 

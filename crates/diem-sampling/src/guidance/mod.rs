@@ -36,8 +36,8 @@ pub mod tmpd;
 
 use std::cell::{Cell, RefCell};
 
-use diem_linalg::{Krylov, KrylovParams, Reduction};
-use tch::Tensor;
+use diem_linalg::{Krylov, KrylovParams, Reduction, Safeguard};
+use tch::{Kind, Tensor};
 
 use crate::error::{Result, SamplingError};
 
@@ -51,6 +51,11 @@ pub use tmpd::{Tmpd, TmpdConfig};
 
 /// The Krylov solve inside a guidance step (SPEC.md §6): method, iteration budget, optional tolerance and the
 /// batch reduction. Systems start from `v_0 = 0` without an operator call (SPEC.md §12.2).
+///
+/// The reduction couples the systems of one call or not: [`Reduction::PerSystem`] (the default) gives every
+/// sample its own step sizes and stopping test; [`Reduction::Global`] makes the whole batch (an E-step chunk)
+/// one system with shared step sizes and one stopping test, as the authors' JAX code does
+/// ([`SolverConfig::coupled`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SolverConfig {
     /// CG, GMRES or BiCGSTAB.
@@ -96,6 +101,12 @@ impl SolverConfig {
         self
     }
 
+    /// Couples the systems of one call ([`Reduction::Global`]): shared step sizes and one stopping test over the
+    /// batch, as the authors' JAX code; `false` restores per-sample systems.
+    pub fn coupled(self, coupled: bool) -> Self {
+        self.with_reduction(if coupled { Reduction::Global } else { Reduction::PerSystem })
+    }
+
     /// The solver parameters (`f64` recurrences, operator inputs cast back to the model dtype).
     pub fn params(&self) -> KrylovParams {
         KrylovParams::new(self.iterations).with_rtol(self.rtol).with_reduction(self.reduction)
@@ -119,19 +130,24 @@ impl SolverConfig {
         Ok((v, report.applications))
     }
 
-    /// Solves `K v = b` from `v_0 = 0` for an operator that returns `(K u, L u)`; returns `L v` (`None` when it
-    /// is zero: no step was taken) and the number of operator applications ([`Krylov::solve_with_image`]).
-    pub(crate) fn solve_image(
+    /// Solves `K v = b` from `v_0 = 0` for an operator that returns `(K u, L u)` under a CG [`Safeguard`];
+    /// returns `L v` (`None` when it is zero: no step was taken), the number of operator applications and the
+    /// number of systems that took a fallback step, as a device tensor (counting it does not synchronize)
+    /// ([`Krylov::solve_safeguarded`]).
+    pub(crate) fn solve_guarded(
         &self,
         op: impl Fn(&Tensor) -> (Tensor, Tensor),
+        guard: &Safeguard<'_, Tensor, Tensor>,
         b: &Tensor,
-    ) -> Result<(Option<Tensor>, usize)> {
-        let (_, image, report) = self.method.solve_with_image(op, b, None, &self.params())?;
-        Ok((image, report.applications))
+    ) -> Result<(Option<Tensor>, usize, Tensor)> {
+        let (_, image, report) = self.method.solve_safeguarded(op, guard, b, None, &self.params())?;
+        let fallbacks = report.fallback.0.sum(Kind::Int64);
+        Ok((image, report.applications, fallbacks))
     }
 }
 
-/// Costs counted by a guidance wrapper since its creation or the last [`reset`](Mmps::reset_stats).
+/// Costs and solver events counted by a guidance wrapper since its creation or the last
+/// [`reset`](Mmps::reset_stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuidanceStats {
     /// Calls of the wrapper (`denoise` for the denoisers, `step` for [`Dps`], whose final denoise is a plain
@@ -143,36 +159,87 @@ pub struct GuidanceStats {
     pub vjps: usize,
     /// Applications of the solver's operator `K` (each costs one VJP in the Tweedie path of MMPS).
     pub solver_applications: usize,
+    /// Solver systems (one per sample and call, or one per call with coupled systems) whose CG step failed the
+    /// curvature test and was replaced by a step under the fallback covariance ([`MmpsConfig::fallback`]).
+    pub fallbacks: usize,
+    /// Samples whose MMPS correction was shortened so as not to move the estimate away from the observation
+    /// ([`MmpsConfig::damping`]), summed over calls.
+    pub damped: usize,
+}
+
+impl GuidanceStats {
+    /// The field names, in the order of [`GuidanceStats::to_array`].
+    pub const FIELDS: [&'static str; 6] =
+        ["calls", "forwards", "vjps", "solver_applications", "fallbacks", "damped"];
+
+    /// Every counter, in the order of [`GuidanceStats::FIELDS`] (for reductions over processes and for
+    /// serialization without naming each field).
+    pub fn to_array(&self) -> [usize; 6] {
+        let Self { calls, forwards, vjps, solver_applications, fallbacks, damped } = *self;
+        [calls, forwards, vjps, solver_applications, fallbacks, damped]
+    }
+
+    /// The inverse of [`GuidanceStats::to_array`].
+    pub fn from_array(values: [usize; 6]) -> Self {
+        let [calls, forwards, vjps, solver_applications, fallbacks, damped] = values;
+        Self { calls, forwards, vjps, solver_applications, fallbacks, damped }
+    }
 }
 
 impl std::ops::AddAssign for GuidanceStats {
     /// Adds every counter (totals over the chunks of an E-step).
     fn add_assign(&mut self, other: Self) {
-        let Self { calls, forwards, vjps, solver_applications } = other;
+        let Self { calls, forwards, vjps, solver_applications, fallbacks, damped } = other;
         self.calls += calls;
         self.forwards += forwards;
         self.vjps += vjps;
         self.solver_applications += solver_applications;
+        self.fallbacks += fallbacks;
+        self.damped += damped;
     }
 }
 
-/// Interior-mutable counters (guidance wrappers are used through `&self`).
+/// Interior-mutable counters (guidance wrappers are used through `&self`). Event counts computed on the device
+/// (fallbacks, damped samples) are summed there and read back only when the counters are read, so a call adds
+/// no host synchronization.
 #[derive(Debug, Default)]
-pub(crate) struct StatsCell(Cell<GuidanceStats>);
+pub(crate) struct StatsCell {
+    stats: Cell<GuidanceStats>,
+    /// `[fallbacks, damped]` not yet read back (int64, on the device).
+    pending: RefCell<Option<Tensor>>,
+}
 
 impl StatsCell {
     pub(crate) fn get(&self) -> GuidanceStats {
-        self.0.get()
+        let mut s = self.stats.get();
+        if let Some(t) = self.pending.borrow_mut().take() {
+            let v = Vec::<i64>::try_from(t.to_device(tch::Device::Cpu)).unwrap_or_default();
+            s.fallbacks += v.first().copied().unwrap_or(0).max(0) as usize;
+            s.damped += v.get(1).copied().unwrap_or(0).max(0) as usize;
+            self.stats.set(s);
+        }
+        s
     }
 
     pub(crate) fn reset(&self) {
-        self.0.set(GuidanceStats::default());
+        self.stats.set(GuidanceStats::default());
+        self.pending.borrow_mut().take();
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut GuidanceStats)) {
-        let mut s = self.0.get();
+        let mut s = self.stats.get();
         f(&mut s);
-        self.0.set(s);
+        self.stats.set(s);
+    }
+
+    /// Adds device-side event counts (0-d int64 tensors) without synchronizing.
+    pub(crate) fn add_events(&self, fallbacks: &Tensor, damped: &Tensor) {
+        let add = Tensor::stack(&[fallbacks.to_kind(Kind::Int64), damped.to_kind(Kind::Int64)], 0).detach();
+        let mut slot = self.pending.borrow_mut();
+        *slot = Some(match slot.take() {
+            Some(t) => t + add,
+            None => add,
+        });
     }
 }
 
