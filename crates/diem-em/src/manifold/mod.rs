@@ -53,7 +53,7 @@ pub use data::{filter_inside, to_host, ManifoldData};
 pub use error::{ManifoldError, Result};
 pub use observer::{gaussian_samples, ManifoldObserver, GAUSSIAN_CORNER_FILE, LAP_CORNER_FILE};
 pub use report::{
-    corner_path, report_markdown, write_report, Evaluator, LapRecord, CURVE_FILE, FILTER_BOUND, RECORDS_FILE,
-    REPORT_FILE,
+    corner_path, report_markdown, write_report, EStepRecord, Evaluator, LapRecord, CURVE_FILE, FILTER_BOUND,
+    RECORDS_FILE, REPORT_FILE,
 };
 pub use run::{run_experiment, stored_config, ExperimentSummary, RunOptions, MANIFOLD_CONFIG_FILE};

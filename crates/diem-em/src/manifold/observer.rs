@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 use super::config::ManifoldConfig;
 use super::data::ManifoldData;
 use super::error::{ManifoldError, Result};
-use super::report::{write_report, Evaluator, LapRecord, RECORDS_FILE};
+use super::report::{write_report, EStepRecord, Evaluator, LapRecord, RECORDS_FILE};
 use crate::config::SamplerSpec;
 use crate::error::{EmError, Result as EmResult};
 use crate::gaussian::GaussianPrior;
@@ -101,6 +101,7 @@ impl ManifoldObserver {
             mstep_seconds: 0.0,
             eval_seconds: start.elapsed().as_secs_f64(),
             wall_seconds: self.last_mark.elapsed().as_secs_f64(),
+            estep: EStepRecord::default(),
         };
         eprintln!("manifold: Gaussian prior: Sinkhorn {sinkhorn:.4e} (kept {kept:.3})");
         self.push(record)?;
@@ -145,6 +146,7 @@ impl ManifoldObserver {
             mstep_seconds: mstep_seconds.unwrap_or(0.0),
             eval_seconds,
             wall_seconds: self.last_mark.elapsed().as_secs_f64(),
+            estep: EStepRecord::from_metrics(ctx.metrics()),
         };
         eprintln!(
             "manifold: lap {}: Sinkhorn prior {sinkhorn:.4e}, E-step samples {}, loss {}",

@@ -49,6 +49,67 @@ pub struct LapRecord {
     pub eval_seconds: f64,
     /// Wall time since the previous record (the Gaussian: since the run started), everything included.
     pub wall_seconds: f64,
+    /// How the lap's E-step samples fit their observations, from the run's `metrics.jsonl` (`None` for the
+    /// Gaussian and for runs that did not record it).
+    #[serde(default)]
+    pub estep: EStepRecord,
+}
+
+/// The E-step consistency figures of one lap, read from the `estep_*` fields and `kept_fraction` of
+/// `metrics.jsonl` (see [`crate::diagnostics::EStepConsistency::to_json`]); every field is optional, so old
+/// runs read back with `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EStepRecord {
+    /// Fraction of the E-step rows the `(−3, 3)` filter dropped.
+    #[serde(default)]
+    pub filtered: Option<f64>,
+    /// Median residual-to-noise ratio `||y − A x|| / (σ_y √m)`.
+    #[serde(default)]
+    pub residual_ratio_median: Option<f64>,
+    /// Its 99th percentile.
+    #[serde(default)]
+    pub residual_ratio_p99: Option<f64>,
+    /// Its maximum.
+    #[serde(default)]
+    pub residual_ratio_max: Option<f64>,
+    /// Fraction of rows inconsistent with their observation (ratio > 5 or non-finite).
+    #[serde(default)]
+    pub inconsistent_fraction: Option<f64>,
+    /// The largest `|x|` of any E-step sample.
+    #[serde(default)]
+    pub max_abs: Option<f64>,
+    /// MMPS solver fallbacks during the E-step (CG steps replaced under the fallback covariance).
+    #[serde(default)]
+    pub fallbacks: Option<f64>,
+}
+
+impl EStepRecord {
+    /// The figures of one `metrics.jsonl` line (or the metrics map of a lap in progress).
+    pub fn from_metrics(metrics: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let get = |key: &str| metrics.get(key).and_then(serde_json::Value::as_f64);
+        Self {
+            filtered: get("kept_fraction").map(|k| 1.0 - k),
+            residual_ratio_median: get("estep_residual_ratio_median"),
+            residual_ratio_p99: get("estep_residual_ratio_p99"),
+            residual_ratio_max: get("estep_residual_ratio_max"),
+            inconsistent_fraction: get("estep_inconsistent_fraction"),
+            max_abs: get("estep_max_abs"),
+            fallbacks: get("estep_fallbacks"),
+        }
+    }
+
+    /// Fills every missing field from `other`.
+    pub fn or(self, other: &Self) -> Self {
+        Self {
+            filtered: self.filtered.or(other.filtered),
+            residual_ratio_median: self.residual_ratio_median.or(other.residual_ratio_median),
+            residual_ratio_p99: self.residual_ratio_p99.or(other.residual_ratio_p99),
+            residual_ratio_max: self.residual_ratio_max.or(other.residual_ratio_max),
+            inconsistent_fraction: self.inconsistent_fraction.or(other.inconsistent_fraction),
+            max_abs: self.max_abs.or(other.max_abs),
+            fallbacks: self.fallbacks.or(other.fallbacks),
+        }
+    }
 }
 
 impl LapRecord {
@@ -147,6 +208,7 @@ pub fn write_report(
     records: &[LapRecord],
     total_seconds: f64,
 ) -> Result<()> {
+    let records = &with_run_metrics(dir, records);
     let mut jsonl = String::new();
     for r in records {
         let line = serde_json::to_string(r)
@@ -179,6 +241,30 @@ pub fn write_report(
     Ok(write_atomic(&dir.join(REPORT_FILE), text.as_bytes())?)
 }
 
+/// `records` with their E-step figures completed from the run's `metrics.jsonl` (laps whose line has them;
+/// unreadable or absent lines leave the records as they are).
+fn with_run_metrics(dir: &Path, records: &[LapRecord]) -> Vec<LapRecord> {
+    let text = std::fs::read_to_string(dir.join(crate::layout::METRICS_FILE)).unwrap_or_default();
+    let lines: Vec<serde_json::Map<String, serde_json::Value>> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.as_object().cloned())
+        .collect();
+    records
+        .iter()
+        .map(|r| {
+            let line =
+                lines.iter().rev().find(|l| l.get("lap").and_then(serde_json::Value::as_i64) == Some(r.lap));
+            match line {
+                Some(l) if r.lap >= 0 => {
+                    LapRecord { estep: r.estep.clone().or(&EStepRecord::from_metrics(l)), ..r.clone() }
+                }
+                _ => r.clone(),
+            }
+        })
+        .collect()
+}
+
 fn method_name(method: SolverMethod) -> &'static str {
     match method {
         SolverMethod::Cg => "CG",
@@ -189,6 +275,10 @@ fn method_name(method: SolverMethod) -> &'static str {
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn fmt_sci(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.3e}"))
 }
 
 /// The markdown report: settings, the per-lap table and the curve.
@@ -278,6 +368,34 @@ pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_sec
             r.wall_seconds,
         );
     }
+    let laps: Vec<&LapRecord> = records.iter().filter(|r| r.lap >= 0).collect();
+    if !laps.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nE-step samples against their own observations: the fraction the (−3, 3) filter drops, the \
+             residual-to-noise ratio `||y − A x|| / (σ_y √m)` (about 1 for exact posterior samples; rows above 5 \
+             are inconsistent), the largest |x| and the MMPS solver fallbacks (– where the run did not record \
+             them).\n"
+        );
+        let _ = writeln!(s, "| lap | filtered | ratio median | ratio p99 | ratio max | inconsistent | max \\|x\\| | fallbacks |");
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        let e = |v: Option<f64>| fmt_sci(v);
+        for r in laps {
+            let x = &r.estep;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.label(),
+                x.filtered.map_or_else(|| "–".into(), |f| format!("{:.2} %", 100.0 * f)),
+                fmt_opt(x.residual_ratio_median, 3),
+                fmt_opt(x.residual_ratio_p99, 3),
+                e(x.residual_ratio_max),
+                x.inconsistent_fraction.map_or_else(|| "–".into(), |f| format!("{:.2} %", 100.0 * f)),
+                e(x.max_abs),
+                x.fallbacks.map_or_else(|| "–".into(), |f| format!("{f:.0}")),
+            );
+        }
+    }
     if let (Some(first), Some(last)) = (records.first(), records.last()) {
         if records.len() > 1 {
             let _ = writeln!(
@@ -303,5 +421,57 @@ pub fn corner_path(lap: i64) -> String {
         super::observer::GAUSSIAN_CORNER_FILE.into()
     } else {
         format!("lap-{lap:03}/{}", super::observer::LAP_CORNER_FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lap: i64) -> LapRecord {
+        LapRecord {
+            lap,
+            loss_mean: None,
+            loss_std: None,
+            sinkhorn: 1.0,
+            sinkhorn_estep: None,
+            kept: 1.0,
+            estep_seconds: 0.0,
+            mstep_seconds: 0.0,
+            eval_seconds: 0.0,
+            wall_seconds: 0.0,
+            estep: EStepRecord::default(),
+        }
+    }
+
+    /// The E-step table: figures from `metrics.jsonl` where present, "–" where a run did not record them, and
+    /// records written before the field existed read back.
+    #[test]
+    fn the_estep_table_reads_metrics_and_tolerates_old_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            r#"{"lap": 0, "kept_fraction": 0.96, "estep_residual_ratio_median": 0.8, "estep_residual_ratio_p99": 2.1,
+                "estep_residual_ratio_max": 3.2, "estep_inconsistent_fraction": 0.0, "estep_max_abs": 6.0,
+                "estep_fallbacks": 14637}"#
+                .replace('\n', " "),
+            r#"{"lap": 1, "kept_fraction": 0.5}"#.to_string(),
+        ];
+        std::fs::write(dir.path().join(crate::layout::METRICS_FILE), lines.join("\n")).unwrap();
+        let records = with_run_metrics(dir.path(), &[record(-1), record(0), record(1)]);
+        assert_eq!(records[0].estep, EStepRecord::default(), "the Gaussian has no E-step figures");
+        assert_eq!(records[1].estep.fallbacks, Some(14637.0));
+        assert!((records[1].estep.filtered.unwrap() - 0.04).abs() < 1e-12);
+        assert_eq!(records[2].estep.residual_ratio_max, None);
+        let text = report_markdown(&ManifoldConfig::tiny(), &records, 1.0);
+        assert!(
+            text.contains("| 0 | 4.00 % | 0.800 | 2.100 | 3.200e0 | 0.00 % | 6.000e0 | 14637 |"),
+            "{text}"
+        );
+        assert!(text.contains("| 1 | 50.00 % | – | – | – | – | – | – |"), "{text}");
+        // A records line from before the E-step figures existed.
+        let old = r#"{"lap":0,"loss_mean":null,"loss_std":null,"sinkhorn":1.0,"sinkhorn_estep":null,"kept":1.0,
+            "estep_seconds":0.0,"mstep_seconds":0.0,"eval_seconds":0.0,"wall_seconds":0.0}"#;
+        let parsed: LapRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.estep, EStepRecord::default());
     }
 }
