@@ -268,7 +268,39 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
         a.method,
         &x.size()[1..],
         a.out.display()
-    ))
+    ))?;
+    report_consistency(&obs, &x)
+}
+
+/// Prints how the posterior samples fit their own observations (residual-to-noise ratio
+/// `||y − A x|| / (σ_y √m)`, about 1 for exact posterior samples) and warns when more than 0.1 % of them are
+/// above 5 noise levels.
+fn report_consistency(obs: &Observation, x: &Tensor) -> Result<()> {
+    use diem_em::diagnostics::{estep_consistency, EStepConsistency};
+    let c = estep_consistency(obs, x, f64::INFINITY)
+        .context("checking the samples against their observations")?;
+    say(format!(
+        "consistency with the observations: residual/noise ratio median {:.3}, p99 {:.3}, max {:.3e}; \
+         {} of {} samples above {} ({:.2} %); largest |x| {:.3e}",
+        c.residual_ratio_median,
+        c.residual_ratio_p99,
+        c.residual_ratio_max,
+        c.inconsistent,
+        c.rows,
+        EStepConsistency::INCONSISTENT_RATIO,
+        100.0 * c.inconsistent_fraction,
+        c.max_abs
+    ))?;
+    if c.inconsistent_fraction > EStepConsistency::WARN_FRACTION {
+        warn(format!(
+            "warning: {:.2} % of the posterior samples do not fit their observations (residual above {} noise \
+             levels): the prior or the solver is at fault for them; more solver iterations, another --solver, or \
+             a covariance heuristic (mmps-cov-x) may help",
+            100.0 * c.inconsistent_fraction,
+            EStepConsistency::INCONSISTENT_RATIO
+        ));
+    }
+    Ok(())
 }
 
 /// `Σ_x = I` for the heuristics that ignore Σ_x (only `cov_x` reads it).
