@@ -109,6 +109,24 @@ fn larger_configuration_estep_fits_its_observations() {
     assert!(after.inconsistent_fraction <= EStepConsistency::WARN_FRACTION, "{after:?}");
 }
 
+/// The consistency of every lap's E-step samples of a finished demo run (`DIEM_RUN`, default `runs/demo`),
+/// against the regenerated observations, with the bound 10 × max |truth| = 20.
+#[test]
+#[ignore = "needs a finished demo run (DIEM_RUN)"]
+fn consistency_of_a_demo_run() {
+    let run = std::path::PathBuf::from(std::env::var("DIEM_RUN").unwrap_or_else(|_| "runs/demo".into()));
+    let config = ManifoldConfig::demo();
+    let data = ManifoldData::generate(&config.data, config.metric.points, Device::Cpu).unwrap();
+    let bound = 10.0 * data.truth.abs().max().double_value(&[]);
+    for lap in 0..config.em.laps {
+        let path = run.join(format!("lap-{lap:03}")).join("samples.npy");
+        let Ok(samples) = diem_em::read_npy(&path, Device::Cpu) else { break };
+        let c = estep_consistency(&data.observation, &samples, bound).unwrap();
+        let outside = samples.abs().amax(&[1i64][..], false).ge(3.0).sum(Kind::Int64).int64_value(&[]);
+        eprintln!("lap {lap:2}: outside (−3, 3) {outside:4}; {}", c.summary());
+    }
+}
+
 /// One denoiser call seen by [`Tracer`]: per row, host vectors.
 struct CallRecord {
     /// The call's σ.
