@@ -38,6 +38,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::noise::NoiseCov;
 use crate::observation::Observation;
+use crate::operator::LinearOperator;
 use crate::params::operator_from_params;
 
 /// The reserved field names of an observation file.
@@ -270,8 +271,42 @@ fn from_arrays(kind: &str, mut arrays: BTreeMap<String, Tensor>, device: Device)
             ),
         ));
     }
+    check_operator_finite(kind, &*operator)?;
     let y = y.to_device(device);
     Observation::new(y, operator, noise)
+}
+
+/// Refuses an operator whose finite parameters are so large that applying it (or its adjoint) to an input of
+/// ones overflows float32, the dtype every sampler computes in: its posterior samples could only be NaN.
+/// Applied in chunks of at most 4 Mi entries.
+fn check_operator_finite(kind: &str, operator: &dyn LinearOperator) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    let batch = operator.batch();
+    let per = operator.x_numel().max(operator.y_numel()).max(1);
+    let chunk = ((1i64 << 22) / per).clamp(1, batch.max(1));
+    let mut start = 0;
+    while start < batch {
+        let len = chunk.min(batch - start);
+        let op = operator.narrow(start, len);
+        let ones = |shape: Vec<i64>| {
+            let mut full = vec![len];
+            full.extend(shape);
+            Tensor::ones(full.as_slice(), (Kind::Float, op.device()))
+        };
+        let finite = |t: Tensor| t.isfinite().all().int64_value(&[]) != 0;
+        if !finite(op.apply(&ones(op.x_shape()))) || !finite(op.adjoint(&ones(op.y_shape()))) {
+            return Err(Error::field(
+                OPERATOR,
+                format!(
+                    "{kind:?}: applying it (or its adjoint) to an input of ones overflows float32 (parameter \
+                     sets {start}..{}): its parameters are too large",
+                    start + len
+                ),
+            ));
+        }
+        start += len;
+    }
+    Ok(())
 }
 
 fn check_float_field(name: &str, t: &Tensor) -> Result<()> {
