@@ -24,6 +24,9 @@ pub fn load_prior(path: &Path, device: Device) -> Result<(PathBuf, PriorModel)> 
 
 /// The sampler named on the command line.
 pub fn sampler_spec(name: &str, steps: usize) -> Result<SamplerSpec> {
+    if steps > diem_em::config::MAX_STEPS {
+        bail!("--steps must be at most {}, got {steps}", diem_em::config::MAX_STEPS);
+    }
     Ok(match name {
         "ddpm" => SamplerSpec::Ddpm { steps },
         "ddim" => SamplerSpec::Ddim { steps },
@@ -182,6 +185,9 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
         "bicgstab" => SolverMethod::Bicgstab,
         other => bail!("--solver: unknown solver {other:?} (expected cg, gmres or bicgstab)"),
     };
+    if a.iterations > diem_em::config::MAX_ITERATIONS {
+        bail!("--iterations must be at most {}, got {}", diem_em::config::MAX_ITERATIONS, a.iterations);
+    }
     let solver = SolverSpec { method: solver_method, iterations: a.iterations, rtol: None };
     let covariance = match a.method {
         "mmps-cov-x" => Some(Covariance::CovX),

@@ -272,6 +272,8 @@ fn shapes_sizes_and_pipes_do_not_panic() {
     }
     let o = diem(&["sample", "--prior", s(&f.run), "-n", "100000000000", "--out", s(&out)]);
     fails(&o, &["-n 100000000000", "available"]);
+    let o = diem(&["sample", "--prior", s(&f.run), "-n", "4", "--steps", "100000000000", "--out", s(&out)]);
+    fails(&o, &["--steps", "at most"]);
     assert!(!out.exists());
     // A closed pipe: the command still succeeds, quietly.
     for args in [

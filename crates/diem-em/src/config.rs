@@ -15,6 +15,12 @@ use crate::error::{EmError, Result};
 /// The version of the configuration format; [`EmConfig::version`] must equal it.
 pub const CONFIG_VERSION: u32 = 1;
 
+/// The most steps a sampler may take (its time grid is allocated up front; the paper's longest is 4,096).
+pub const MAX_STEPS: usize = 1_000_000;
+
+/// The most iterations a Krylov solve may take (the paper's longest is 10·N for the manifold's N = 5).
+pub const MAX_ITERATIONS: usize = 100_000;
+
 /// A Krylov solve inside MMPS, as configured (SPEC.md §6): `{"method": "cg", "iterations": 3, "rtol": null}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,8 +63,11 @@ impl SolverSpec {
     }
 
     fn validate(&self, field: &str) -> Result<()> {
-        if self.iterations == 0 {
-            return Err(EmError::config(format!("{field}.iterations"), "must be ≥ 1"));
+        if self.iterations == 0 || self.iterations > MAX_ITERATIONS {
+            return Err(EmError::config(
+                format!("{field}.iterations"),
+                format!("must lie in 1..={MAX_ITERATIONS}, got {}", self.iterations),
+            ));
         }
         if let Some(r) = self.rtol {
             if !(r.is_finite() && r >= 0.0) {
@@ -214,8 +223,11 @@ impl GaussianEmConfig {
         if self.rank == 0 {
             return Err(EmError::config(format!("{field}.rank"), "must be ≥ 1"));
         }
-        if self.steps == 0 {
-            return Err(EmError::config(format!("{field}.steps"), "must be ≥ 1"));
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(EmError::config(
+                format!("{field}.steps"),
+                format!("must lie in 1..={MAX_STEPS}, got {}", self.steps),
+            ));
         }
         if self.chunk_size == 0 {
             return Err(EmError::config(format!("{field}.chunk_size"), "must be ≥ 1"));
@@ -266,8 +278,11 @@ impl EStepConfig {
         if self.samples_per_observation == 0 {
             return Err(EmError::config("estep.samples_per_observation", "must be ≥ 1"));
         }
-        if self.sampler.steps() == 0 {
-            return Err(EmError::config("estep.sampler.steps", "must be ≥ 1"));
+        if self.sampler.steps() == 0 || self.sampler.steps() > MAX_STEPS {
+            return Err(EmError::config(
+                "estep.sampler.steps",
+                format!("must lie in 1..={MAX_STEPS}, got {}", self.sampler.steps()),
+            ));
         }
         if self.chunk_size == 0 {
             return Err(EmError::config("estep.chunk_size", "must be ≥ 1"));

@@ -452,6 +452,33 @@ fn everything_checkable_is_checked_before_anything_is_written() {
             observations(),
         ),
         ("observations", base(), zero_mask()),
+        (
+            "estep.samples_per_observation",
+            {
+                let mut c = base();
+                c.estep.samples_per_observation = 1 << 40;
+                c
+            },
+            observations(),
+        ),
+        (
+            "gaussian.steps",
+            {
+                let mut c = base();
+                c.gaussian.steps = 1 << 40;
+                c
+            },
+            observations(),
+        ),
+        (
+            "estep.posterior.solver.iterations",
+            {
+                let mut c = base();
+                c.estep.posterior.solver.iterations = 1 << 40;
+                c
+            },
+            observations(),
+        ),
         ("network.mlp", base(), {
             let x = Tensor::randn([8, 2, 1], (Kind::Float, Device::Cpu));
             let op = Projection::random_sphere(8, 1, 2, 0).unwrap();

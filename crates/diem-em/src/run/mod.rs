@@ -745,6 +745,7 @@ fn check_data(config: &EmConfig, obs: &Observation) -> Result<Vec<String>> {
             ),
         ));
     }
+    check_memory(config, obs)?;
     let unobserved = obs.unobserved();
     if unobserved.len() as i64 == n_obs {
         return Err(EmError::config(
@@ -768,6 +769,60 @@ fn check_data(config: &EmConfig, obs: &Observation) -> Result<Vec<String>> {
         ));
     }
     Ok(warnings)
+}
+
+/// Host memory available to this process (`MemAvailable` of `/proc/meminfo`), if known.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Refuses, before anything runs, the sizes that cannot fit in host memory whatever the device: the E-step
+/// samples (kept and written: twice), an M-step batch (with an allowance of 8 copies for the noise, the
+/// network's input and output), the Sinkhorn diagnostic's cost matrices (three of m² f64). Only what is
+/// certain to fail is refused; the estimates are lower bounds.
+fn check_memory(config: &EmConfig, obs: &Observation) -> Result<()> {
+    let Some(available) = available_memory() else { return Ok(()) };
+    let x = obs.operator.x_numel().max(1) as u64;
+    let total = (obs.len() as u64).saturating_mul(config.estep.samples_per_observation as u64);
+    let mib = |b: u64| b >> 20;
+    let checks = [
+        (
+            "estep.samples_per_observation",
+            total.saturating_mul(x).saturating_mul(4 * 2),
+            "the E-step samples",
+        ),
+        (
+            "mstep.batch_size",
+            (config.mstep.batch_size.max(1) as u64).saturating_mul(x).saturating_mul(4 * 8),
+            "an M-step batch",
+        ),
+        (
+            "diagnostics.sinkhorn_subsample",
+            config
+                .diagnostics
+                .sinkhorn_subsample
+                .map_or(0, |s| (s as u64).min(total))
+                .saturating_pow(2)
+                .saturating_mul(8 * 3),
+            "the Sinkhorn diagnostic",
+        ),
+    ];
+    for (field, bytes, what) in checks {
+        if bytes > available {
+            return Err(EmError::config(
+                field,
+                format!(
+                    "{what} would need at least {} MiB of memory, but {} MiB are available",
+                    mib(bytes),
+                    mib(available)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The checkpoint directory a prior path names: `path` itself when it holds a model checkpoint
