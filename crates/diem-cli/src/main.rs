@@ -133,6 +133,10 @@ enum Cmd {
         /// DPS step size ζ.
         #[arg(long, default_value_t = 1.0)]
         zeta: f64,
+        /// MMPS without its safeguards (the curvature fallback and the misfit damping), as the paper and
+        /// the reference code write it.
+        #[arg(long)]
+        unguarded: bool,
         /// Observations per chunk.
         #[arg(long, default_value_t = 256)]
         chunk: i64,
@@ -214,6 +218,7 @@ fn run(command: Cmd) -> Result<()> {
             solver,
             iterations,
             zeta,
+            unguarded,
             chunk,
             seed,
             device,
@@ -227,6 +232,7 @@ fn run(command: Cmd) -> Result<()> {
             solver: &solver,
             iterations,
             zeta,
+            unguarded,
             chunk,
             seed,
             device: resolve(device)?,

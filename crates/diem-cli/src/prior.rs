@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use diem_em::{write_npy, Covariance, PosteriorSpec, SamplerSpec, SolverMethod, SolverSpec};
+use diem_em::{write_npy, Covariance, PosteriorSpec, SafeguardSpec, SamplerSpec, SolverMethod, SolverSpec};
 use diem_linalg::Dplr;
 use diem_models::{checkpoint, Denoiser, PriorModel};
 use diem_operators::Observation;
@@ -129,6 +129,8 @@ pub struct PosteriorArgs<'a> {
     pub iterations: usize,
     /// DPS step size.
     pub zeta: f64,
+    /// MMPS without its safeguards.
+    pub unguarded: bool,
     /// Observations per chunk.
     pub chunk: i64,
     /// Noise seed.
@@ -188,7 +190,7 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
     if a.iterations > diem_em::config::MAX_ITERATIONS {
         bail!("--iterations must be at most {}, got {}", diem_em::config::MAX_ITERATIONS, a.iterations);
     }
-    let solver = SolverSpec { method: solver_method, iterations: a.iterations, rtol: None };
+    let solver = SolverSpec { method: solver_method, iterations: a.iterations, rtol: None, coupled: false };
     let covariance = match a.method {
         "mmps-cov-x" => Some(Covariance::CovX),
         "mmps-cov-t" => Some(Covariance::CovT),
@@ -210,9 +212,10 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
     let prior: &dyn Denoiser = &model.denoiser;
     let n = obs.len();
     let chunk = a.chunk;
-    let hint = if a.method == "mmps-zeros" {
+    let hint = if a.method == "mmps-zeros" && a.unguarded {
         "; mmps-zeros takes the posterior covariance V to be 0, which over-corrects by about \
-         (prior variance) / σ_y² per step when the noise is small: use mmps, mmps-cov-x or mmps-ones"
+         (prior variance) / σ_y² per step when the noise is small: drop --unguarded, or use mmps, mmps-cov-x \
+         or mmps-ones"
     } else {
         ""
     };
@@ -228,8 +231,11 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
         let (x, watch_calls): (Tensor, _) = match (a.method, covariance) {
             (_, Some(cov)) => {
                 let identity = identity_cov(&sub);
-                let cfg =
-                    PosteriorSpec { covariance: cov, solver }.to_mmps(sigma_x.as_ref().unwrap_or(&identity));
+                let mut spec = PosteriorSpec::new(cov, solver);
+                if a.unguarded {
+                    spec.safeguards = SafeguardSpec::none();
+                }
+                let cfg = spec.to_mmps(sigma_x.as_ref().unwrap_or(&identity));
                 let d = Mmps::from_observation(prior, &sub, cfg)?;
                 let w = Watch::new(&d);
                 let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;

@@ -136,6 +136,24 @@ fn non_finite_results_are_errors_naming_the_method_the_step_and_the_rows() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("post.npy");
+    // mmps-zeros as the paper's ablation defines it (V = 0, no safeguard) diverges at σ_y = 0.01.
+    let o = diem(&[
+        "posterior",
+        "--prior",
+        s(&f.run),
+        "--observations",
+        s(&f.obs),
+        "--method",
+        "mmps-zeros",
+        "--unguarded",
+        "--steps",
+        "32",
+        "--out",
+        s(&out),
+    ]);
+    fails(&o, &["mmps-zeros", "NaN or infinite", "sampler step", "rows 0, 1", "nothing was written"]);
+    assert!(!out.exists());
+    // With its step fitted to the observation (the default), it gives finite samples.
     let o = diem(&[
         "posterior",
         "--prior",
@@ -149,8 +167,9 @@ fn non_finite_results_are_errors_naming_the_method_the_step_and_the_rows() {
         "--out",
         s(&out),
     ]);
-    fails(&o, &["mmps-zeros", "NaN or infinite", "sampler step", "rows 0, 1", "nothing was written"]);
-    assert!(!out.exists());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = diem_em::read_npy(&out, tch::Device::Cpu).unwrap();
+    assert!(bool::try_from(x.isfinite().all()).unwrap());
 
     // Weights corrupted to NaN: refused at load, naming the file and the tensor.
     let run = tmp.path().join("run");

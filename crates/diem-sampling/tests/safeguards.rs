@@ -221,3 +221,36 @@ fn invalid_damping_bounds_are_errors() {
         );
     }
 }
+
+/// The `zeros` heuristic (`V = 0`) at small noise: its step `σ² Jᵀ Aᵀ Σ_y⁻¹ r` overshoots the observation by
+/// about `||A Σ_x Aᵀ|| / σ_y²` (here ~1e4), so as the paper's ablation writes it, samples of an exact Gaussian
+/// prior diverge to non-finite values; with the safeguards on (the default) its step is scaled to the best
+/// fit along its direction, and every sample is finite and near its observation.
+#[test]
+fn the_zeros_heuristic_stays_finite_at_small_noise() {
+    let (n, d, m, sigma_y) = (32, 6, 3, 1e-2);
+    let prior = gaussian_prior(d, 2, 11);
+    let op = Projection::random_sphere(n, m, d, 12).unwrap();
+    let x_true = randn(&[n, d], 13);
+    let y = op.apply(&x_true) + randn(&[n, m], 14) * sigma_y;
+    let noise = NoiseCov::isotropic(sigma_y).unwrap();
+    let ddim = diem_sampling::Ddim::new(VeSchedule::manifold(), TimeGrid::uniform(64).unwrap());
+    let run = |config: MmpsConfig| {
+        let mmps = Mmps::new(&prior, &op, &y, noise.clone(), config).unwrap();
+        let x = ddim.sample(&mmps, &[n, d], Kind::Double, Device::Cpu, &mut NoiseRng::seeded(15)).unwrap();
+        (x, mmps.stats())
+    };
+    let zeros = || MmpsConfig::cg(1).with_heuristic(diem_sampling::CovHeuristic::Zeros);
+    let (plain, _) = run(zeros().unguarded());
+    let broken = plain.isfinite().logical_not().any().int64_value(&[]) != 0
+        || plain.abs().max().double_value(&[]) > 1e6;
+    assert!(broken, "unguarded zeros was expected to diverge at σ_y = {sigma_y}");
+    let (x, stats) = run(zeros());
+    assert!(bool::try_from(x.isfinite().all()).unwrap());
+    let mut ratios = residual_ratio(&op, &y, &x, sigma_y);
+    ratios.sort_by(f64::total_cmp);
+    // A crude heuristic, not the posterior: it fits the observations loosely, but it fits them.
+    let (median, worst) = (ratios[ratios.len() / 2], ratios[ratios.len() - 1]);
+    assert!(median <= 2.5 && worst <= 20.0, "guarded zeros: residual ratios {ratios:?}");
+    assert!(stats.damped > 0, "the step length must have been fitted: {stats:?}");
+}

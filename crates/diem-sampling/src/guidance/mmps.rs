@@ -39,7 +39,9 @@ pub struct MmpsConfig {
     /// leaves every MMPS draw of the exact-mixture sweep unchanged, while the steps that sent E-step samples of
     /// the manifold experiment to |x| ~ 1e5 raised the misfit 1e2–1e6-fold. Shortened samples are counted in
     /// [`GuidanceStats::damped`]. Heuristic covariances keep their corrections as defined (paper §4.2's
-    /// ablation).
+    /// ablation), except `zeros` (`V = 0`), whose correction overshoots the observation by about
+    /// `||A V Aᵀ|| / σ_y²` and is therefore scaled to the best fit along its direction,
+    /// `t = clamp(<r, A Δ> / ||A Δ||², 0, 1)` (`Σ_y⁻¹` inner products), whenever damping is on.
     pub damping: Option<f64>,
 }
 
@@ -325,9 +327,13 @@ impl<'a> Mmps<'a> {
                 }
             };
             tape.check()?;
-            // The heuristics' systems are positive definite by construction: their corrections stay as defined.
-            let correction = match self.config.damping {
-                Some(gamma) if self.config.heuristic.is_none() => self.damp(&r, correction, gamma),
+            // The heuristics' systems are positive definite by construction: their corrections stay as defined,
+            // except `zeros`, whose step σ² Jᵀ Aᵀ Σ_y⁻¹ r overshoots the observation by about ‖A V Aᵀ‖ / σ_y²
+            // (1e4 at σ_y = 0.01: the samples diverge to NaN): with the safeguards on, it takes the step length
+            // that fits the observation best along its direction.
+            let correction = match (self.config.damping, &self.config.heuristic) {
+                (Some(gamma), None) => self.damp(&r, correction, gamma),
+                (Some(_), Some(CovHeuristic::Zeros)) => self.damp(&r, correction, 0.0),
                 _ => correction,
             };
             Ok((x_hat_d + correction).detach())
@@ -337,7 +343,8 @@ impl<'a> Mmps<'a> {
     /// The observation-space safeguard: `t Δ` with the largest `t ∈ [0, 1]` such that
     /// `||r − t A Δ|| ≤ γ ||r||` per sample, i.e. `t = min(1, (<r, a> + √(<r, a>² + (γ² − 1) ||r||² ||a||²)) / ||a||²)`
     /// with `a = A Δ` (`max(0, 2 <r, a> / ||a||²)` for γ = 1), norms weighted by `Σ_y⁻¹` (Euclidean when a
-    /// noise deviation is zero); `t = 1` where `A Δ = 0`. Counts the samples with `t < 1`.
+    /// noise deviation is zero); `t = 1` where `A Δ = 0`. `γ = 0` asks for the best fit along `Δ` instead:
+    /// `t = clamp(<r, a> / ||a||², 0, 1)`. Counts the samples with `t < 1`.
     fn damp(&self, r: &Tensor, correction: Tensor, gamma: f64) -> Tensor {
         let op = self.measurement.operator();
         let noise = self.measurement.noise();
@@ -348,8 +355,12 @@ impl<'a> Mmps<'a> {
         let a = op.apply(&correction).to_kind(Kind::Double);
         let r = r.to_kind(Kind::Double);
         let (ra, aa, rr) = (dot(&r, &a), dot(&a, &a), dot(&r, &r));
-        let reach = (ra.square() + &rr * &aa * (gamma * gamma - 1.0)).clamp_min(0.0).sqrt();
-        let t = ((&ra + reach) / &aa).clamp(0.0, 1.0);
+        let t = if gamma == 0.0 {
+            (&ra / &aa).clamp(0.0, 1.0)
+        } else {
+            let reach = (ra.square() + &rr * &aa * (gamma * gamma - 1.0)).clamp_min(0.0).sqrt();
+            ((&ra + reach) / &aa).clamp(0.0, 1.0)
+        };
         let t = t.where_self(&aa.gt(0.0).logical_and(&t.isfinite()), &t.ones_like());
         let damped = t.lt(1.0).sum(Kind::Int64);
         self.stats.add_events(&damped.zeros_like(), &damped);
