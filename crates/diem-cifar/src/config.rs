@@ -2,7 +2,7 @@
 
 use diem_em::{
     Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
-    PosteriorSpec, RefitConfig, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
+    PosteriorSpec, RefitConfig, SamplerSpec, SolverSpec, CONFIG_VERSION,
 };
 use diem_models::{LrConfig, NetworkConfig, TrainConfig, UNetConfig};
 use serde::{Deserialize, Serialize};
@@ -111,14 +111,14 @@ fn paper_em(laps: usize, network: UNetConfig, mstep: TrainConfig) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 1,
             sampler: SamplerSpec::Ddpm { steps: 256 },
-            posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(1) },
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
             chunk_size: 256,
             memory_budget_mib: None,
         },
         mstep,
         filter_bound: None,
         refit: Some(RefitConfig { rank: 64, samples: 16_384 }),
-        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(1024) },
+        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(1024), sample_bound: None },
         progress: false,
         storage: DataStorage::Device,
     }
@@ -230,7 +230,7 @@ impl CifarConfig {
             rank: 8,
             iterations: 2,
             steps: 16,
-            solver: SolverSpec { method: SolverMethod::Cg, iterations: 32, rtol: Some(1e-3) },
+            solver: SolverSpec { iterations: 32, rtol: Some(1e-3), ..SolverSpec::cg(1) },
             max_pairs: None,
             stride: 1,
             chunk_size: 160,

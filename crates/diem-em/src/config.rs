@@ -32,6 +32,11 @@ pub struct SolverSpec {
     /// Optional relative tolerance (stops early; one host synchronization per iteration).
     #[serde(default)]
     pub rtol: Option<f64>,
+    /// Couple the systems of one chunk: shared step sizes and one stopping test over the chunk, as the
+    /// authors' JAX code solves them under `vmap`, for reproductions that must match it. Default `false`:
+    /// one system per sample.
+    #[serde(default)]
+    pub coupled: bool,
 }
 
 /// The Krylov method's name in a configuration file.
@@ -49,7 +54,7 @@ pub enum SolverMethod {
 impl SolverSpec {
     /// `n` CG iterations, no tolerance.
     pub fn cg(n: usize) -> Self {
-        Self { method: SolverMethod::Cg, iterations: n, rtol: None }
+        Self { method: SolverMethod::Cg, iterations: n, rtol: None, coupled: false }
     }
 
     /// The sampling crate's solver configuration.
@@ -59,7 +64,7 @@ impl SolverSpec {
             SolverMethod::Gmres => Krylov::Gmres,
             SolverMethod::Bicgstab => Krylov::BiCgStab,
         };
-        SolverConfig::new(method, self.iterations).with_rtol(self.rtol)
+        SolverConfig::new(method, self.iterations).with_rtol(self.rtol).coupled(self.coupled)
     }
 
     fn validate(&self, field: &str) -> Result<()> {
@@ -147,7 +152,9 @@ pub enum Covariance {
     Zeros,
 }
 
-/// The posterior denoiser of the E-step: MMPS with a covariance and a Krylov solve (SPEC.md §5.1, §8).
+/// The posterior denoiser of the E-step: MMPS with a covariance and a Krylov solve (SPEC.md §5.1, §8), and
+/// the safeguards that keep samples consistent with their observations when a trained network's Jacobian
+/// makes the system indefinite.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PosteriorSpec {
@@ -155,19 +162,101 @@ pub struct PosteriorSpec {
     pub covariance: Covariance,
     /// The solve.
     pub solver: SolverSpec,
+    /// The safeguards (default: both on; omitted in a file = the defaults).
+    #[serde(default)]
+    pub safeguards: SafeguardSpec,
+}
+
+/// MMPS's safeguards ([`diem_sampling::MmpsConfig`]): what a CG direction whose curvature falls below the
+/// noise's takes instead of a huge step, and how far a correction may move the estimate away from its
+/// observation. Neither changes MMPS where its system is positive definite and its solve converged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafeguardSpec {
+    /// The closed-form covariance of the fallback step (`"cov_t"`, the default; `"ones"`, `"cov_x"`,
+    /// `"zeros"`), or `null` to reject such a step (plain CG: that sample gets no guidance from it).
+    #[serde(default = "default_fallback")]
+    pub fallback: Option<Covariance>,
+    /// γ ≥ 1: a correction may raise the data misfit `‖y − A x̂‖_{Σ_y⁻¹}` of the prior's estimate at most
+    /// γ-fold (default 3), or `null` for no limit.
+    #[serde(default = "default_damping")]
+    pub damping: Option<f64>,
+}
+
+fn default_fallback() -> Option<Covariance> {
+    Some(Covariance::CovT)
+}
+
+fn default_damping() -> Option<f64> {
+    Some(3.0)
+}
+
+impl Default for SafeguardSpec {
+    fn default() -> Self {
+        Self { fallback: default_fallback(), damping: default_damping() }
+    }
+}
+
+impl SafeguardSpec {
+    /// No safeguard: MMPS as the paper and the reference code write it.
+    pub fn none() -> Self {
+        Self { fallback: None, damping: None }
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        if self.fallback == Some(Covariance::Tweedie) {
+            return Err(EmError::config(
+                format!("{field}.fallback"),
+                "must be a closed-form covariance (cov_t, ones, cov_x or zeros) or null, not tweedie",
+            ));
+        }
+        if let Some(g) = self.damping {
+            if !(g.is_finite() && g >= 1.0) {
+                return Err(EmError::config(
+                    format!("{field}.damping"),
+                    format!("must be a finite γ ≥ 1 or null, got {g}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The closed-form heuristic named by `covariance` (`None` for Tweedie); `cov_x` takes `sigma_x`.
+fn heuristic(covariance: Covariance, sigma_x: &diem_linalg::Dplr) -> Option<CovHeuristic> {
+    match covariance {
+        Covariance::Tweedie => None,
+        Covariance::CovX => Some(CovHeuristic::CovX(sigma_x.clone())),
+        Covariance::CovT => Some(CovHeuristic::CovT),
+        Covariance::Ones => Some(CovHeuristic::Ones),
+        Covariance::Zeros => Some(CovHeuristic::Zeros),
+    }
 }
 
 impl PosteriorSpec {
+    /// MMPS with `covariance` and `solver`, with the default safeguards.
+    pub fn new(covariance: Covariance, solver: SolverSpec) -> Self {
+        Self { covariance, solver, safeguards: SafeguardSpec::default() }
+    }
+
     /// The MMPS configuration; `cov_x` needs the current Gaussian covariance `sigma_x`.
     pub fn to_mmps(&self, sigma_x: &diem_linalg::Dplr) -> MmpsConfig {
-        let base = MmpsConfig::new(self.solver.to_solver());
-        match self.covariance {
-            Covariance::Tweedie => base,
-            Covariance::CovX => base.with_heuristic(CovHeuristic::CovX(sigma_x.clone())),
-            Covariance::CovT => base.with_heuristic(CovHeuristic::CovT),
-            Covariance::Ones => base.with_heuristic(CovHeuristic::Ones),
-            Covariance::Zeros => base.with_heuristic(CovHeuristic::Zeros),
+        let base = MmpsConfig::new(self.solver.to_solver())
+            .with_fallback(self.safeguards.fallback.and_then(|c| heuristic(c, sigma_x)))
+            .with_damping(self.safeguards.damping);
+        match heuristic(self.covariance, sigma_x) {
+            Some(h) => base.with_heuristic(h),
+            None => base,
         }
+    }
+
+    /// Checks the solve and the safeguards.
+    ///
+    /// # Errors
+    /// [`EmError::Config`] naming the field under `field`.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        self.solver.validate(&format!("{field}.solver"))?;
+        self.safeguards.validate(&format!("{field}.safeguards"))
     }
 }
 
@@ -201,7 +290,7 @@ impl GaussianEmConfig {
             rank,
             iterations: 16,
             steps: 256,
-            solver: SolverSpec { method: SolverMethod::Cg, iterations: 10 * n.max(1), rtol: Some(1e-3) },
+            solver: SolverSpec { iterations: 10 * n.max(1), rtol: Some(1e-3), ..SolverSpec::cg(1) },
             max_pairs: None,
             stride: 1,
             chunk_size: 256,
@@ -295,7 +384,7 @@ impl EStepConfig {
                 ));
             }
         }
-        self.posterior.solver.validate("estep.posterior.solver")
+        self.posterior.validate("estep.posterior")
     }
 }
 
@@ -330,11 +419,16 @@ pub struct DiagnosticsConfig {
     /// (flattened); `None` or 0 = skip. Costs `O(n²)` memory/time: keep it ≤ a few thousand.
     #[serde(default)]
     pub sinkhorn_subsample: Option<usize>,
+    /// The magnitude beyond which an E-step sample counts as implausible in the consistency report
+    /// (`estep_beyond_bound`); `None` (the default): 10 × the largest `|μ_i| + 2 σ_i` of the current
+    /// Gaussian prior, i.e. ten times the extent that holds 95 % of each coordinate's mass.
+    #[serde(default)]
+    pub sample_bound: Option<f64>,
 }
 
 impl Default for DiagnosticsConfig {
     fn default() -> Self {
-        Self { sinkhorn_subsample: Some(1024) }
+        Self { sinkhorn_subsample: Some(1024), sample_bound: None }
     }
 }
 
@@ -407,14 +501,15 @@ impl EmConfig {
             estep: EStepConfig {
                 samples_per_observation: 1,
                 sampler: SamplerSpec::Pc { steps: 4096, corrections: 1, tau: 0.1 },
-                posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(3) },
+                posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(3)),
                 chunk_size: 256,
                 memory_budget_mib: None,
             },
             mstep: TrainConfig::manifold(),
             filter_bound: Some(3.0),
             refit: None,
-            diagnostics: DiagnosticsConfig::default(),
+            // The manifold's data span [−2, 2]: a sample beyond 10× that is implausible.
+            diagnostics: DiagnosticsConfig { sample_bound: Some(20.0), ..DiagnosticsConfig::default() },
             progress: false,
             storage: DataStorage::Device,
         }
@@ -424,9 +519,11 @@ impl EmConfig {
     /// CG to rtol 1e-3 (cap 50 = 10·N).
     pub fn manifold_reference(laps: usize) -> Self {
         let mut c = Self::manifold(laps);
+        // The reference code has no safeguards: a reproduction of it runs without them.
         c.estep.posterior = PosteriorSpec {
             covariance: Covariance::CovX,
-            solver: SolverSpec { method: SolverMethod::Cg, iterations: 50, rtol: Some(1e-3) },
+            solver: SolverSpec { iterations: 50, rtol: Some(1e-3), ..SolverSpec::cg(1) },
+            safeguards: SafeguardSpec::none(),
         };
         c
     }
@@ -490,6 +587,14 @@ impl EmConfig {
             }
             if r.samples < 2 {
                 return Err(EmError::config("refit.samples", format!("must be ≥ 2, got {}", r.samples)));
+            }
+        }
+        if let Some(b) = self.diagnostics.sample_bound {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(EmError::config(
+                    "diagnostics.sample_bound",
+                    format!("must be finite and > 0 (or null), got {b}"),
+                ));
             }
         }
         Ok(())

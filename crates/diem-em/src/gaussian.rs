@@ -124,7 +124,10 @@ impl GaussianPrior {
             _ => (None, None),
         };
         let cov = Dplr::new(d, u, v).map_err(|e| EmError::file(path, format!("covariance: {e}")))?;
-        let n: i64 = x_shape.iter().product();
+        // A forged x_shape must not overflow: its product is checked like an operator's.
+        let n = diem_operators::operator::checked_numel(&x_shape)
+            .filter(|_| !x_shape.is_empty() && x_shape.iter().all(|&d| d >= 1))
+            .ok_or_else(|| EmError::file(path, format!("x_shape {x_shape:?} is not a valid sample shape")))?;
         if mean.size() != [n] || cov.dim() != n {
             return Err(EmError::file(path, format!("mean/covariance do not have x_shape {x_shape:?}")));
         }
@@ -274,5 +277,30 @@ impl GaussianPrior {
 /// The exact posterior denoiser configuration for a Gaussian prior: MMPS with the `cov_x` covariance of the
 /// same Σ_x (SPEC.md §5.2, §7.4).
 pub fn cov_x_mmps(prior: &GaussianPrior, solver: &SolverSpec) -> MmpsConfig {
-    PosteriorSpec { covariance: Covariance::CovX, solver: *solver }.to_mmps(&prior.cov)
+    PosteriorSpec::new(Covariance::CovX, *solver).to_mmps(&prior.cov)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_sample_shape_is_an_error_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gaussian.safetensors");
+        let prior = GaussianPrior::standard(&[3], Kind::Double, Device::Cpu);
+        prior.save(&path).unwrap();
+        assert_eq!(GaussianPrior::load(&path, Device::Cpu).unwrap().x_shape, vec![3]);
+        for forged in [vec![4e9f64, 4e9, 4e9], vec![0.0], vec![-3.0, -1.0]] {
+            let named = vec![
+                ("mean".to_string(), prior.mean.shallow_clone()),
+                ("d".to_string(), prior.cov.d().shallow_clone()),
+                ("x_shape".to_string(), Tensor::from_slice(&forged)),
+            ];
+            let bytes = tensors_to_safetensors(&path, &named).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            let err = GaussianPrior::load(&path, Device::Cpu).unwrap_err().to_string();
+            assert!(err.contains("gaussian.safetensors") && err.contains("x_shape"), "{err}");
+        }
+    }
 }

@@ -61,7 +61,7 @@ pub mod seed;
 
 pub use config::{
     Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
-    PosteriorSpec, RefitConfig, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
+    PosteriorSpec, RefitConfig, SafeguardSpec, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
 };
 pub use diagnostics::{observation_diagnostic, sample_stats, ObservationDiagnostic, SampleStats};
 pub use error::{EmError, Result};

@@ -45,7 +45,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 2,
             sampler: SamplerSpec::Ddpm { steps: 8 },
-            posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(1) },
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
             chunk_size: 40,
             memory_budget_mib: None,
         },
@@ -61,7 +61,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         },
         filter_bound: Some(3.0),
         refit: (order == LapOrder::SampleThenTrain).then_some(RefitConfig { rank: 2, samples: 100 }),
-        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(32) },
+        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(32), sample_bound: None },
         progress: false,
         storage: DataStorage::Device,
     }
@@ -118,6 +118,10 @@ fn both_lap_orders_write_the_run_directory_and_metrics() {
                 "obs_residual_rms",
                 "obs_sinkhorn",
                 "observer_prior_mean",
+                "estep_residual_ratio_median",
+                "estep_residual_ratio_p99",
+                "estep_max_abs",
+                "estep_bound",
             ] {
                 assert!(
                     line[key].as_f64().is_some_and(f64::is_finite),
@@ -125,6 +129,13 @@ fn both_lap_orders_write_the_run_directory_and_metrics() {
                     line[key]
                 );
             }
+            // Every E-step row is accounted for by the consistency report, and the solver events are counted.
+            assert_eq!(line["estep_rows"], 192);
+            assert_eq!(line["estep_nonfinite"], 0);
+            for key in ["estep_fallbacks", "estep_damped", "estep_vjps", "estep_inconsistent"] {
+                assert!(line[key].as_u64().is_some(), "{order:?} lap {lap}: {key} = {}", line[key]);
+            }
+            assert!(line["estep_vjps"].as_u64().unwrap() > 0, "the Tweedie E-step takes VJPs");
             let d = layout::lap_dir(&run_dir, lap);
             for f in
                 ["config.json", "weights.safetensors", "samples.npy", "gaussian.safetensors", "train.jsonl"]

@@ -144,7 +144,7 @@ fn tiny(order: LapOrder) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 1,
             sampler: SamplerSpec::Ddpm { steps: 4 },
-            posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(1) },
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
             chunk_size: 16,
             memory_budget_mib: None,
         },
@@ -160,7 +160,7 @@ fn tiny(order: LapOrder) -> EmConfig {
         },
         filter_bound: Some(3.0),
         refit: None,
-        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(8) },
+        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(8), sample_bound: None },
         progress: false,
         storage: DataStorage::Device,
     }

@@ -56,7 +56,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 1,
             sampler: SamplerSpec::Ddpm { steps: 8 },
-            posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(1) },
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
             chunk_size: 24,
             memory_budget_mib: None,
         },
@@ -72,7 +72,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         },
         filter_bound: Some(3.0),
         refit: (order == LapOrder::SampleThenTrain).then_some(RefitConfig { rank: 2, samples: 48 }),
-        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(16) },
+        diagnostics: DiagnosticsConfig { sinkhorn_subsample: Some(16), sample_bound: None },
         progress: false,
         storage: DataStorage::Device,
     }

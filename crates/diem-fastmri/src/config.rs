@@ -85,14 +85,14 @@ impl FastMriConfig {
             estep: EStepConfig {
                 samples_per_observation: 2,
                 sampler: SamplerSpec::Ddpm { steps: 64 },
-                posterior: PosteriorSpec { covariance: Covariance::Tweedie, solver: SolverSpec::cg(3) },
+                posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(3)),
                 chunk_size: 64,
                 memory_budget_mib: None,
             },
             mstep: TrainConfig::mri(1),
             filter_bound: None,
             refit: Some(RefitConfig { rank: 64, samples: 16_384 }),
-            diagnostics: DiagnosticsConfig { sinkhorn_subsample: None },
+            diagnostics: DiagnosticsConfig { sinkhorn_subsample: None, sample_bound: None },
             progress: false,
             // About 25 GB of observations and 25 GB of samples at paper scale: they stay in host memory and
             // move to the GPU chunk by chunk (E-step) and batch by batch (M-step).

@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 
 use super::EmRun;
 use crate::config::{GaussianEmConfig, LapOrder};
-use crate::diagnostics::{observation_diagnostic, sample_stats};
+use crate::diagnostics::{estep_consistency, observation_diagnostic, sample_stats};
 use crate::dist::{check_parameters, gather_to_root, local_batch, shard_chunks, sync, DistReducer};
 use crate::error::{EmError, Result};
 use crate::estep::{chunk_count, posterior_shard, EStepPlan, EStepShard};
@@ -377,6 +377,16 @@ impl EmRun {
         })
     }
 
+    /// The magnitude beyond which an E-step sample is implausible ([`crate::DiagnosticsConfig::sample_bound`]):
+    /// as configured, else 10 × the largest `|μ_i| + 2 σ_i` of `gaussian`.
+    fn sample_bound(&self, gaussian: &GaussianPrior) -> f64 {
+        self.config.diagnostics.sample_bound.unwrap_or_else(|| {
+            let sd = gaussian.cov.diag().to_kind(Kind::Double).clamp_min(0.0).sqrt();
+            let extent = gaussian.mean.to_kind(Kind::Double).abs() + sd * 2.0;
+            10.0 * extent.max().double_value(&[])
+        })
+    }
+
     /// Rank 0's part of a lap: the lap's files, its metrics line, the observers, and the commit.
     fn write_lap(&mut self, info: &LapInfo<'_>) -> Result<()> {
         let LapInfo { lap, dir, samples, report, ema, validation, hashes, .. } = *info;
@@ -407,6 +417,14 @@ impl EmRun {
             derive_seed(self.config.seed, SeedPurpose::Diagnostic, lap as u64, 0),
             self.config.diagnostics.sinkhorn_subsample,
         )?;
+        let consistency = estep_consistency(&self.observations, samples, self.sample_bound(gaussian))?;
+        if let Some(w) = consistency.warning() {
+            eprintln!("diem: warning: lap {lap}: {w}");
+        }
+        metrics.extend(consistency.to_json());
+        metrics.insert("estep_fallbacks".into(), json!(info.stats.fallbacks));
+        metrics.insert("estep_damped".into(), json!(info.stats.damped));
+        metrics.insert("estep_vjps".into(), json!(info.stats.vjps));
         let fields = json!({
             "lap": lap,
             "loss_mean": finite(loss_mean),
@@ -517,8 +535,7 @@ struct LapInfo<'a> {
     /// E-step, M-step and validation seconds, and the lap's start.
     times: (f64, f64, f64, Instant),
     hashes: &'a [u64],
-    /// The E-step's costs and solver events over every rank (recorded once the solver reports fallbacks).
-    #[allow(dead_code)]
+    /// The E-step's costs and solver events over every rank.
     stats: GuidanceStats,
 }
 
