@@ -5,6 +5,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod dist_bench;
 mod experiments;
 mod gpu;
 mod manifold;
@@ -85,6 +86,8 @@ enum BenchTarget {
     Em(manifold::BenchEmArgs),
     /// Posterior sampling (DDIM, DPS, MMPS 1/3) against azula 0.11.1: samples/s and peak memory.
     Posterior(experiments::BenchPosteriorArgs),
+    /// `diem fit` on 1 and 2 MPI ranks and on 2 threads: the E-step's and the M-step's scaling.
+    Dist(dist_bench::BenchDistArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Bench { target } => match target {
             BenchTarget::Em(args) => manifold::bench_em(&root, args),
             BenchTarget::Posterior(args) => experiments::bench_posterior(&root, &args),
+            BenchTarget::Dist(args) => dist_bench::bench(&root, &args),
         },
         Cmd::Figure2(args) => experiments::study(&root, "figure2", &args),
         Cmd::Sweep(args) => experiments::study(&root, "sweep", &args),

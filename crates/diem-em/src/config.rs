@@ -420,8 +420,9 @@ pub struct DiagnosticsConfig {
     #[serde(default)]
     pub sinkhorn_subsample: Option<usize>,
     /// The magnitude beyond which an E-step sample counts as implausible in the consistency report
-    /// (`estep_beyond_bound`); `None` (the default): 10 × the largest `|μ_i| + 2 σ_i` of the current
-    /// Gaussian prior, i.e. ten times the extent that holds 95 % of each coordinate's mass.
+    /// (`estep_beyond_bound`): ten times the data's range. `None` (the default) estimates the range from the
+    /// current Gaussian prior as the width `4 σ_i` of each coordinate's ±2σ interval: the bound is the
+    /// largest `|μ_i| + 40 σ_i`. The manifold presets set 40 (10 × the width of [−2, 2]).
     #[serde(default)]
     pub sample_bound: Option<f64>,
 }
@@ -508,8 +509,8 @@ impl EmConfig {
             mstep: TrainConfig::manifold(),
             filter_bound: Some(3.0),
             refit: None,
-            // The manifold's data span [−2, 2]: a sample beyond 10× that is implausible.
-            diagnostics: DiagnosticsConfig { sample_bound: Some(20.0), ..DiagnosticsConfig::default() },
+            // The manifold's data span [−2, 2], a range of 4: a sample beyond 10× that is implausible.
+            diagnostics: DiagnosticsConfig { sample_bound: Some(40.0), ..DiagnosticsConfig::default() },
             progress: false,
             storage: DataStorage::Device,
         }

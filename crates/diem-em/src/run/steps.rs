@@ -378,12 +378,12 @@ impl EmRun {
     }
 
     /// The magnitude beyond which an E-step sample is implausible ([`crate::DiagnosticsConfig::sample_bound`]):
-    /// as configured, else 10 × the largest `|μ_i| + 2 σ_i` of `gaussian`.
+    /// as configured, else the largest `|μ_i| + 10 · 4 σ_i` of `gaussian` (ten times a ±2σ range).
     fn sample_bound(&self, gaussian: &GaussianPrior) -> f64 {
         self.config.diagnostics.sample_bound.unwrap_or_else(|| {
             let sd = gaussian.cov.diag().to_kind(Kind::Double).clamp_min(0.0).sqrt();
-            let extent = gaussian.mean.to_kind(Kind::Double).abs() + sd * 2.0;
-            10.0 * extent.max().double_value(&[])
+            let extent = gaussian.mean.to_kind(Kind::Double).abs() + sd * 40.0;
+            extent.max().double_value(&[])
         })
     }
 
