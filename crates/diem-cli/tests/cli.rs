@@ -6,27 +6,11 @@ use std::process::{Command, Output};
 
 use tch::{Device, Kind};
 
-fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    p.exists().then_some(p)
-}
-
-/// 128 points of a 1-D curve in 5-D, observed through random 2×5 projections (unit rows), σ_y = 1e-2.
-const SCRIPT: &str = r#"
-import sys, numpy as np
-rng = np.random.default_rng(0)
-n = 128
-z = rng.random(n)
-x = np.stack([np.sin(2*np.pi*z), np.cos(2*np.pi*z), 2*z - 1, np.sin(4*np.pi*z), z*z], 1)
-a = rng.standard_normal((n, 2, 5)); a /= np.linalg.norm(a, axis=2, keepdims=True)
-y = np.einsum("nmd,nd->nm", a, x) + 0.01 * rng.standard_normal((n, 2))
-np.savez(sys.argv[1], y=y.astype(np.float32), noise_std=np.float64(0.01),
-         operator=np.frombuffer(b"projection", np.uint8), matrix=a.astype(np.float32),
-         x_shape=np.array([5], dtype=np.int64))
-"#;
+mod common;
+use common::{python, DIEM, NUMPY_OBSERVATIONS};
 
 fn diem(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_diem"))
+    let out = Command::new(DIEM)
         .args(args)
         .env("OMP_NUM_THREADS", "1")
         .env("DIEM_DEVICE", "cpu")
@@ -42,21 +26,9 @@ fn ok(args: &[&str]) -> String {
     text
 }
 
-/// The shipped tiny config, shrunk further so the test takes seconds.
+/// The shared tiny config, written to `dir/cfg.json`.
 fn tiny_config(dir: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/configs/manifold-tiny.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
-    v["laps"] = 1.into();
-    v["progress"] = false.into();
-    v["gaussian"]["iterations"] = 2.into();
-    v["gaussian"]["steps"] = 8.into();
-    v["estep"]["sampler"] = serde_json::json!({ "ddpm": { "steps": 8 } });
-    v["estep"]["posterior"]["solver"]["iterations"] = 1.into();
-    v["mstep"]["steps"] = 16.into();
-    v["mstep"]["batch_size"] = 32.into();
-    v["mstep"]["log_every"] = 8.into();
-    v["network"]["mlp"]["hidden"] = serde_json::json!([16]);
-    v["diagnostics"]["sinkhorn_subsample"] = 32.into();
+    let v = common::tiny_config();
     let path = dir.join("cfg.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     path
@@ -77,7 +49,7 @@ fn fit_inspect_sample_posterior_on_numpy_observations() {
     };
     let dir = tempfile::tempdir().unwrap();
     let obs = dir.path().join("obs.npz");
-    let st = Command::new(py).args(["-c", SCRIPT]).arg(&obs).status().unwrap();
+    let st = Command::new(py).args(["-c", NUMPY_OBSERVATIONS]).arg(&obs).status().unwrap();
     assert!(st.success(), "numpy script failed");
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
@@ -145,7 +117,7 @@ fn bad_config_errors_name_the_file_and_the_field() {
     };
     let dir = tempfile::tempdir().unwrap();
     let obs = dir.path().join("obs.npz");
-    assert!(Command::new(py).args(["-c", SCRIPT]).arg(&obs).status().unwrap().success());
+    assert!(Command::new(py).args(["-c", NUMPY_OBSERVATIONS]).arg(&obs).status().unwrap().success());
     let cfg = tiny_config(dir.path());
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
     v["estep"]["chunk_sise"] = 3.into();

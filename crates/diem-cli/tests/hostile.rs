@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 use diem_operators::{Mask, NoiseCov, Observation, Projection};
 use tch::{Device, Kind, Tensor};
 
-const DIEM: &str = env!("CARGO_BIN_EXE_diem");
+mod common;
+use common::DIEM;
 
 fn diem(args: &[&str]) -> Output {
     Command::new(DIEM)
@@ -62,20 +63,9 @@ fn observations(path: &Path, n: i64, std: f64, x_shape: &[i64]) {
         .unwrap();
 }
 
-/// The shipped tiny config, shrunk to a second of work.
+/// The shared tiny config, with Sinkhorn on 16 observations.
 fn config_value() -> serde_json::Value {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/configs/manifold-tiny.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
-    v["laps"] = 1.into();
-    v["progress"] = false.into();
-    v["gaussian"]["iterations"] = 2.into();
-    v["gaussian"]["steps"] = 8.into();
-    v["estep"]["sampler"] = serde_json::json!({ "ddpm": { "steps": 8 } });
-    v["estep"]["posterior"]["solver"]["iterations"] = 1.into();
-    v["mstep"]["steps"] = 16.into();
-    v["mstep"]["batch_size"] = 32.into();
-    v["mstep"]["log_every"] = 8.into();
-    v["network"]["mlp"]["hidden"] = serde_json::json!([16]);
+    let mut v = common::tiny_config();
     v["diagnostics"]["sinkhorn_subsample"] = 16.into();
     v
 }

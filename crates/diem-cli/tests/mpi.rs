@@ -13,26 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    p.exists().then_some(p)
-}
-
-/// 128 points of a 1-D curve in 5-D seen through random 2×5 projections, σ_y = 1e-2 (as tests/cli.rs).
-const SCRIPT: &str = r#"
-import sys, numpy as np
-rng = np.random.default_rng(0)
-n = 128
-z = rng.random(n)
-x = np.stack([np.sin(2*np.pi*z), np.cos(2*np.pi*z), 2*z - 1, np.sin(4*np.pi*z), z*z], 1)
-a = rng.standard_normal((n, 2, 5)); a /= np.linalg.norm(a, axis=2, keepdims=True)
-y = np.einsum("nmd,nd->nm", a, x) + 0.01 * rng.standard_normal((n, 2))
-np.savez(sys.argv[1], y=y.astype(np.float32), noise_std=np.float64(0.01),
-         operator=np.frombuffer(b"projection", np.uint8), matrix=a.astype(np.float32),
-         x_shape=np.array([5], dtype=np.int64))
-"#;
-
-const DIEM: &str = env!("CARGO_BIN_EXE_diem");
+mod common;
+use common::{python, DIEM, NUMPY_OBSERVATIONS};
 
 /// Why the MPI tests cannot run here, if they cannot.
 fn skip_reason() -> Option<String> {
@@ -106,22 +88,12 @@ fn ok(out: Output, what: &str) -> String {
 
 /// A tiny config: 4 E-step chunks of 32 observations, one lap (or `laps`), a few M-step steps.
 fn config(dir: &Path, name: &str, laps: usize, order: &str, chunk: usize) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/configs/manifold-tiny.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
+    let mut v = common::tiny_config();
     v["laps"] = laps.into();
     v["order"] = order.into();
-    v["progress"] = false.into();
-    v["gaussian"]["iterations"] = 2.into();
-    v["gaussian"]["steps"] = 8.into();
     v["gaussian"]["chunk_size"] = 48.into();
-    v["estep"]["sampler"] = serde_json::json!({ "ddpm": { "steps": 8 } });
-    v["estep"]["posterior"]["solver"]["iterations"] = 1.into();
     v["estep"]["chunk_size"] = chunk.into();
     v["mstep"]["steps"] = 48.into();
-    v["mstep"]["batch_size"] = 32.into();
-    v["mstep"]["log_every"] = 8.into();
-    v["network"]["mlp"]["hidden"] = serde_json::json!([16]);
-    v["diagnostics"]["sinkhorn_subsample"] = 32.into();
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
     path
@@ -155,7 +127,7 @@ fn same_bytes(a: &Path, b: &Path) {
 fn observations(dir: &Path) -> PathBuf {
     let obs = dir.join("obs.npz");
     let py = python().expect("python");
-    assert!(Command::new(py).args(["-c", SCRIPT]).arg(&obs).status().unwrap().success());
+    assert!(Command::new(py).args(["-c", NUMPY_OBSERVATIONS]).arg(&obs).status().unwrap().success());
     obs
 }
 
