@@ -260,6 +260,30 @@ impl PosteriorSpec {
     }
 }
 
+/// Refuses any number whose magnitude float32 cannot hold (above 3.4e38), naming its dotted field: every
+/// number of a configuration ends up as a float32 tensor value or scalar (learning rates, Adam's ε and
+/// decay, clipping norms, schedule bounds, filter bounds), where libtorch fails on overflow.
+fn check_float32_range(value: &serde_json::Value, path: &str) -> Result<()> {
+    let at = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(v) if v.is_finite() && v.abs() > f64::from(f32::MAX) => Err(EmError::config(
+                if path.is_empty() { "config" } else { path },
+                format!(
+                    "{v:e} is beyond float32's range (±{:e}), which every number here must fit",
+                    f32::MAX
+                ),
+            )),
+            _ => Ok(()),
+        },
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| check_float32_range(v, &at(k))),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(i, v)| check_float32_range(v, &at(&i.to_string())))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The Gaussian EM initialization `fit_moments` (SPEC.md §7.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -590,6 +614,10 @@ impl EmConfig {
                 return Err(EmError::config("refit.samples", format!("must be ≥ 2, got {}", r.samples)));
             }
         }
+        check_float32_range(
+            &serde_json::to_value(self).map_err(|e| EmError::config("config", e.to_string()))?,
+            "",
+        )?;
         if let Some(b) = self.diagnostics.sample_bound {
             if !(b.is_finite() && b > 0.0) {
                 return Err(EmError::config(

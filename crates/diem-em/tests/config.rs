@@ -57,3 +57,24 @@ fn gaussian_pairs_are_every_stride_th_of_the_window() {
     g.stride = 0;
     assert!(g.validate("gaussian").is_err());
 }
+
+#[test]
+fn numbers_beyond_float32_are_refused_by_field() {
+    // Each of these became a float32 scalar inside libtorch, which panicked on the overflow.
+    for (section, key) in [("mstep", "clip_norm"), ("estep", "memory_budget_mib"), ("", "filter_bound")] {
+        let mut c = EmConfig::manifold(2);
+        let mut v = serde_json::to_value(&c).unwrap();
+        let slot = if section.is_empty() { &mut v[key] } else { &mut v[section][key] };
+        *slot = serde_json::json!(1e300);
+        match serde_json::from_value::<EmConfig>(v) {
+            Ok(parsed) => c = parsed,
+            Err(_) => continue, // an integer field refuses 1e300 at parsing already
+        }
+        let msg = c.validate().unwrap_err().to_string();
+        let field = if section.is_empty() { key.to_string() } else { format!("{section}.{key}") };
+        assert!(msg.contains(&field) && msg.contains("float32"), "{msg}");
+    }
+    let mut c = EmConfig::manifold(2);
+    c.mstep.adam.weight_decay = 1e39;
+    assert!(c.validate().unwrap_err().to_string().contains("mstep.adam.weight_decay"));
+}
