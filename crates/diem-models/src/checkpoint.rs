@@ -20,6 +20,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+pub use diem_operators::atomic::{file_type_name, is_temp_file, read_regular, temp_path, write_target};
+
 use crate::error::{Error, Result};
 use crate::network::{NetworkConfig, PriorModel};
 use crate::schedule::VeSchedule;
@@ -60,11 +62,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes))
 }
 
-/// Writes `path` atomically: `write` fills `.name.tmp-PID` in the same directory, which is synced and
-/// renamed over `path`, so a kill leaves either the old file or the new one (and at most a stale temporary
-/// file, which [`is_temp_file`] recognizes). A symbolic link at `path` is written through: its target is
-/// replaced and the link stays. A `path` that exists and is not a regular file (a directory, a device such
-/// as `/dev/stdout`, a FIFO) is refused rather than replaced.
+/// Writes `path` atomically (`diem_operators::atomic`): `write` fills `.name.tmp-PID` in the same directory,
+/// which is synced and renamed over `path`, so a kill leaves either the old file or the new one (and at most
+/// a stale temporary file, which [`is_temp_file`] recognizes). A symbolic link at `path` is written through;
+/// a `path` that exists and is not a regular file is refused rather than replaced.
 ///
 /// # Errors
 /// [`Error::Io`] naming `path`.
@@ -72,108 +73,8 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let target = write_target(path).map_err(io)?;
-    let tmp = temp_path(&target);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}
-
-/// `dir/.name.tmp-PID` for `dir/name`: where [`write_atomic_with`] writes before its rename.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dir.join(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// The process id in a temporary file name written by [`write_atomic_with`] (`.name.tmp-PID`), or `None`
-/// for any other name.
-pub fn is_temp_file(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix('.')?;
-    let (stem, pid) = rest.rsplit_once(".tmp-")?;
-    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-/// Where a write to `path` lands: `path` itself, or the file a symbolic link at `path` points to (followed
-/// through chains, a dangling link's target included).
-///
-/// # Errors
-/// [`std::io::ErrorKind::InvalidInput`] when the path (after links) exists and is not a regular file;
-/// a link loop.
-pub fn write_target(path: &Path) -> std::io::Result<PathBuf> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "exists and is not a regular file ({}): diem writes through a temporary file and a \
-                     rename, which needs a regular file path",
-                    file_type_name(&meta)
-                ),
-            ))
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut p = path.to_path_buf();
-    for _ in 0..40 {
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let link = std::fs::read_link(&p)?;
-                p = if link.is_absolute() { link } else { p.parent().unwrap_or(Path::new("")).join(link) };
-            }
-            _ => return Ok(p),
-        }
-    }
-    Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "too many levels of symbolic links"))
-}
-
-/// A short name for what a path that is not a regular file is.
-pub fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "a special file"
-    }
-}
-
-/// Reads a whole regular file (a FIFO or a device is refused: reading one could block or never end).
-///
-/// # Errors
-/// The IO error, or [`std::io::ErrorKind::InvalidInput`] for a path that is not a regular file.
-pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", file_type_name(&meta)),
-        ));
-    }
-    std::fs::read(path)
+    diem_operators::atomic::write_atomic_with(path, write)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// The numpy-style name of a tensor dtype (`float32`, `int64`, ...).

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Cursor, Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{NpzWriter, ReadNpyExt};
@@ -35,6 +35,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
+use crate::atomic::{file_type_name, write_atomic_with};
 use crate::error::{Error, Result};
 use crate::noise::NoiseCov;
 use crate::observation::Observation;
@@ -78,14 +79,11 @@ impl Format {
 /// # Errors
 /// [`Error::File`] naming `path`: an unknown extension, a path that is not a regular file, an IO error.
 pub fn save(obs: &Observation, path: &Path) -> Result<()> {
-    let written = Format::of_path(path).and_then(|format| {
-        let target = write_target(path)?;
-        match format {
-            Format::Npz => write_atomic_with(&target, |f| write_npz(obs, f)),
-            Format::Safetensors => {
-                let bytes = safetensors_bytes(obs)?;
-                write_atomic_with(&target, |f| Ok(f.write_all(&bytes)?))
-            }
+    let written = Format::of_path(path).and_then(|format| match format {
+        Format::Npz => write_atomic_with(path, |f| write_npz(obs, f)),
+        Format::Safetensors => {
+            let bytes = safetensors_bytes(obs)?;
+            write_atomic_with(path, |f| Ok(f.write_all(&bytes)?))
         }
     });
     written.map_err(|e| e.in_file(path))
@@ -131,82 +129,6 @@ fn check_regular_input(path: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// A short name for what a non-regular path is.
-fn file_type_name(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Where a write to `path` lands: `path` itself, or the file a symbolic link at `path` points to (followed
-/// through chains, a dangling link's target included).
-///
-/// # Errors
-/// [`Error::Format`] when the path (after links) exists and is not a regular file, or links loop.
-pub fn write_target(path: &Path) -> Result<PathBuf> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err(Error::Format {
-                format: "output file",
-                reason: format!(
-                    "exists and is {}: diem writes through a temporary file and a rename, which needs a \
-                     regular file path",
-                    file_type_name(&meta)
-                ),
-            })
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
-    let mut p = path.to_path_buf();
-    for _ in 0..40 {
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let link = std::fs::read_link(&p)?;
-                p = if link.is_absolute() { link } else { p.parent().unwrap_or(Path::new("")).join(link) };
-            }
-            _ => return Ok(p),
-        }
-    }
-    Err(Error::Format { format: "output file", reason: "too many levels of symbolic links".into() })
-}
-
-/// `dir/.name.tmp-PID` for `dir/name`.
-fn temp_path(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dir.join(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Writes the regular file `path` through a temporary file filled by `write`, `fsync` and a rename.
-fn write_atomic_with(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        Ok(std::fs::rename(&tmp, path)?)
-    })();
-    if result.is_err() {
-        // Best effort: the temporary file is useless after a failure.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// All arrays of `obs` by name (y, noise_std and the operator's parameters), on the CPU.

@@ -39,6 +39,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod atomic;
 pub mod blur;
 pub mod compose;
 pub mod downsample;
