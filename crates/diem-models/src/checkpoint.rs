@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 pub use diem_operators::atomic::{file_type_name, is_temp_file, read_regular, temp_path, write_target};
+pub use diem_operators::io::dtype_name;
 
 use crate::error::{Error, Result};
 use crate::network::{NetworkConfig, PriorModel};
@@ -75,23 +76,6 @@ pub fn write_atomic_with(
 ) -> Result<()> {
     diem_operators::atomic::write_atomic_with(path, write)
         .map_err(|source| Error::Io { path: path.to_path_buf(), source })
-}
-
-/// The numpy-style name of a tensor dtype (`float32`, `int64`, ...).
-pub fn dtype_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Float => "float32",
-        Kind::Double => "float64",
-        Kind::Half => "float16",
-        Kind::BFloat16 => "bfloat16",
-        Kind::Int64 => "int64",
-        Kind::Int => "int32",
-        Kind::Int16 => "int16",
-        Kind::Int8 => "int8",
-        Kind::Uint8 => "uint8",
-        Kind::Bool => "bool",
-        _ => "an unsupported dtype",
-    }
 }
 
 /// The number of non-finite entries of a float tensor (0 for other dtypes).
