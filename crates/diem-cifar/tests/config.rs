@@ -73,3 +73,28 @@ fn table_one_rows_and_report() {
     assert!(md.contains("12.50") && md.contains("7.25 ± 0.50") && md.contains("13.18"), "{md}");
     assert!(md.contains("lap-000/prior.png"));
 }
+
+/// The presets' JSON is frozen (`crates/diem-em/tests/fixtures/presets/`, captured before the posterior
+/// vocabulary moved to diem-sampling): a change would change what existing run directories' configurations
+/// mean. `DIEM_BLESS_PRESETS=1` rewrites the fixtures.
+#[test]
+fn presets_serialize_to_the_frozen_json_and_parse_back() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../diem-em/tests/fixtures/presets");
+    for (name, preset) in [
+        ("cifar-paper-0.75", CifarConfig::paper(0.75)),
+        ("cifar-reduced-0.5", CifarConfig::reduced(0.5)),
+        ("cifar-tiny-0.25", CifarConfig::tiny(0.25)),
+        ("cifar-micro-0.75", CifarConfig::micro(0.75)),
+    ] {
+        let json = serde_json::to_string_pretty(&preset).unwrap();
+        let path = dir.join(format!("{name}.json"));
+        if std::env::var_os("DIEM_BLESS_PRESETS").is_some() {
+            std::fs::write(&path, format!("{json}\n")).unwrap();
+        } else {
+            let want = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(json, want.trim_end(), "{name}: the preset's JSON changed");
+        }
+        let back: CifarConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, preset, "{name}");
+    }
+}
