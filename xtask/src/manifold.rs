@@ -1,7 +1,7 @@
 //! The manifold experiment's commands (SPEC.md §9a): `reproduce-manifold`, `demo` and `bench em`.
 //!
-//! Each one runs the `manifold` example of `diem-em` in release mode through [`crate::cargo`], so xtask
-//! itself never links libtorch.
+//! Each one runs the `diem-manifold` binary (crate `diem-manifold`) in release mode through [`crate::cargo`], so
+//! xtask itself never links libtorch.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -29,7 +29,7 @@ pub struct ReproduceArgs {
     /// Start over: delete an existing run in the output directory first.
     #[arg(long)]
     pub overwrite: bool,
-    /// Extra options for the example, e.g. `-- --laps 4 --steps 512` (see `--example manifold -- --help`).
+    /// Extra options for the binary, e.g. `-- --laps 4 --steps 512` (see `diem-manifold --help`).
     #[arg(last = true)]
     pub extra: Vec<String>,
 }
@@ -40,7 +40,7 @@ pub struct DemoArgs {
     /// Output directory.
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
-    /// Extra options for the example (see `--example manifold -- --help`).
+    /// Extra options for the binary (see `diem-manifold --help`).
     #[arg(last = true)]
     pub extra: Vec<String>,
 }
@@ -51,20 +51,21 @@ pub struct BenchEmArgs {
     /// Output directory of the markdown report.
     #[arg(long, default_value = "runs/bench-em")]
     pub out: PathBuf,
-    /// Extra options for the example's `bench` command (see `--example manifold -- --help`).
+    /// Extra options for the binary's `bench` command (see `diem-manifold --help`).
     #[arg(last = true)]
     pub extra: Vec<String>,
 }
 
-/// `cargo run --release -p diem-em --example manifold -- <args>` with the libtorch environment.
+/// `cargo run --release -p diem-manifold --bin diem-manifold -- <args>` with the libtorch environment.
 ///
 /// libtorch's intra-op threads default to 1 unless `OMP_NUM_THREADS` is set: the manifold MLP's matrices are
 /// small, so on the 2-core development machine 2 threads were only ~15% faster when it was idle, and up to
 /// ~50× slower (OpenMP workers spinning at barriers) while other processes held the cores.
-fn example(root: &Path, args: &[String]) -> Result<Command> {
+fn binary(root: &Path, args: &[String]) -> Result<Command> {
     let env = torch::setup(root)?;
-    let mut all: Vec<String> =
-        ["run", "--release", "-p", "diem-em", "--example", "manifold", "--"].map(String::from).to_vec();
+    let mut all: Vec<String> = ["run", "--release", "-p", "diem-manifold", "--bin", "diem-manifold", "--"]
+        .map(String::from)
+        .to_vec();
     all.extend(args.iter().cloned());
     let mut cmd = crate::cargo(root, &env, &all)?;
     if std::env::var_os("OMP_NUM_THREADS").is_none() {
@@ -80,13 +81,13 @@ fn run_timed(mut cmd: Command, what: &str) -> Result<(bool, f64)> {
     Ok((status.success(), start.elapsed().as_secs_f64()))
 }
 
-/// Builds the example once (so the run's wall time excludes compilation) and reports the build time.
+/// Builds the binary once (so the run's wall time excludes compilation) and reports the build time.
 fn build(root: &Path) -> Result<f64> {
     let env = torch::setup(root)?;
-    let args = ["build", "--release", "-p", "diem-em", "--example", "manifold"];
+    let args = ["build", "--release", "-p", "diem-manifold", "--bin", "diem-manifold"];
     let (ok, secs) = run_timed(crate::cargo(root, &env, &args)?, "cargo build")?;
-    anyhow::ensure!(ok, "building the manifold example failed");
-    eprintln!("xtask: release build of the manifold example: {secs:.0} s");
+    anyhow::ensure!(ok, "building diem-manifold failed");
+    eprintln!("xtask: release build of diem-manifold: {secs:.0} s");
     Ok(secs)
 }
 
@@ -105,7 +106,7 @@ pub fn reproduce(root: &Path, args: ReproduceArgs) -> Result<ExitCode> {
     list.push(out.display().to_string());
     list.push(if args.overwrite { "--overwrite".into() } else { "--resume".into() });
     list.extend(args.extra);
-    let (ok, secs) = run_timed(example(root, &list)?, "the manifold example")?;
+    let (ok, secs) = run_timed(binary(root, &list)?, "diem-manifold")?;
     finish(root, &out, ok, secs)
 }
 
@@ -116,7 +117,7 @@ pub fn demo(root: &Path, args: DemoArgs) -> Result<ExitCode> {
     list.push(args.out.display().to_string());
     list.push("--overwrite".into());
     list.extend(args.extra);
-    let (ok, secs) = run_timed(example(root, &list)?, "the manifold demo")?;
+    let (ok, secs) = run_timed(binary(root, &list)?, "the manifold demo")?;
     finish(root, &args.out, ok, secs)
 }
 
@@ -125,14 +126,14 @@ pub fn bench_em(root: &Path, args: BenchEmArgs) -> Result<ExitCode> {
     build(root)?;
     let mut list = vec!["bench".to_string(), "--out".into(), args.out.display().to_string()];
     list.extend(args.extra);
-    let (ok, secs) = run_timed(example(root, &list)?, "the E-step/M-step benchmark")?;
+    let (ok, secs) = run_timed(binary(root, &list)?, "the E-step/M-step benchmark")?;
     finish(root, &args.out, ok, secs)
 }
 
 fn finish(root: &Path, out: &Path, ok: bool, secs: f64) -> Result<ExitCode> {
     let report = root.join(out).join("report.md");
     if !ok {
-        eprintln!("xtask: the manifold example failed after {secs:.0} s");
+        eprintln!("xtask: diem-manifold failed after {secs:.0} s");
         return Ok(ExitCode::FAILURE);
     }
     println!("xtask: finished in {secs:.0} s (excluding the build)");

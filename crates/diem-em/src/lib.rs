@@ -53,7 +53,6 @@ pub mod estep;
 pub mod gaussian;
 pub mod io;
 pub mod layout;
-pub mod manifold;
 pub mod mstep;
 pub mod observer;
 pub mod run;

@@ -3,7 +3,7 @@
 //!
 //! - [`ManifoldData::generate`]: the ground truth (the `randman` generator of [`diem_models::Randman`]), one
 //!   projection `A_i ∈ R^{2×5}` with unit-sphere rows per point and `y_i = A_i x_i + 0.01 ε_i`.
-//! - [`ManifoldObserver`]: a [`crate::LapObserver`] that, for the initial Gaussian ("lap −1") and after every
+//! - [`ManifoldObserver`]: a [`diem_em::LapObserver`] that, for the initial Gaussian ("lap −1") and after every
 //!   lap, draws prior samples, computes the Sinkhorn divergence to held-out ground truth
 //!   (`S(v) = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)`), draws a corner plot against the truth (the paper's
 //!   Figure 3 style) and rewrites `report.md` (table + log-scale curve `divergence.png`).
@@ -30,7 +30,7 @@
 //! different presets are therefore not comparable with each other, only across laps of one run.
 //!
 //! ```no_run
-//! use diem_em::manifold::{run_experiment, ManifoldConfig, RunOptions};
+//! use diem_manifold::{run_experiment, ManifoldConfig, RunOptions};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let summary = run_experiment(&ManifoldConfig::demo(), "runs/demo".as_ref(), &RunOptions::default())?;
@@ -38,6 +38,10 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The binary `diem-manifold` (run through `cargo xtask demo`, `cargo xtask reproduce-manifold` and
+//! `cargo xtask bench em`) drives it from the command line; `diem-manifold --help` lists its options.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod bench;
 mod config;

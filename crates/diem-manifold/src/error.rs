@@ -31,7 +31,7 @@ pub enum ManifoldError {
     Plot(#[from] diem_plot::PlotError),
     /// The EM run failed.
     #[error(transparent)]
-    Em(#[from] crate::error::EmError),
+    Em(#[from] diem_em::error::EmError),
     /// A libtorch operation failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -1,7 +1,7 @@
 //! End-to-end test of the manifold experiment (SPEC.md §9a) at tiny sizes: data, Gaussian initialization,
 //! laps, evaluation, plots and report.
 
-use diem_em::manifold::{
+use diem_manifold::{
     run_experiment, stored_config, LapRecord, ManifoldConfig, ManifoldData, RunOptions, CURVE_FILE,
     GAUSSIAN_CORNER_FILE, LAP_CORNER_FILE, RECORDS_FILE, REPORT_FILE,
 };
@@ -100,10 +100,10 @@ fn data_follow_the_spec() {
 fn mlp_flops_are_counted_per_linear_layer() {
     // SPEC.md §9a's MLP: [c_in x (5), emb (64)] → 256 → 256 → 256 → 5.
     let paper = ManifoldConfig::paper();
-    let macs = diem_em::manifold::mlp_macs(&paper.em.network).unwrap();
+    let macs = diem_manifold::mlp_macs(&paper.em.network).unwrap();
     assert_eq!(macs, (69 * 256 + 256 * 256 + 256 * 256 + 256 * 5) as f64);
     let tiny = ManifoldConfig::tiny();
-    assert_eq!(diem_em::manifold::mlp_macs(&tiny.em.network).unwrap(), (13 * 16 + 16 * 16 + 16 * 5) as f64);
+    assert_eq!(diem_manifold::mlp_macs(&tiny.em.network).unwrap(), (13 * 16 + 16 * 16 + 16 * 5) as f64);
 }
 
 #[test]

@@ -17,14 +17,14 @@ use diem_models::{NetworkConfig, PriorModel};
 use diem_sampling::Sampler;
 use tch::{Device, Kind, Tensor};
 
-use super::config::ManifoldConfig;
-use super::data::ManifoldData;
-use super::error::{ManifoldError, Result};
-use crate::config::{Covariance, SamplerSpec, SolverMethod};
-use crate::estep::{posterior_samples, EStepPlan};
-use crate::gaussian::GaussianPrior;
-use crate::mstep::m_step;
-use crate::seed::SeedPurpose;
+use crate::config::ManifoldConfig;
+use crate::data::ManifoldData;
+use crate::error::{ManifoldError, Result};
+use diem_em::config::{Covariance, SamplerSpec, SolverMethod};
+use diem_em::estep::{posterior_samples, EStepPlan};
+use diem_em::gaussian::GaussianPrior;
+use diem_em::mstep::m_step;
+use diem_em::seed::SeedPurpose;
 
 /// The measured figures of one benchmarked lap.
 #[derive(Debug, Clone, PartialEq)]

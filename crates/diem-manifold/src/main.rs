@@ -1,9 +1,9 @@
-//! The manifold experiment of SPEC.md §9a from the command line (the driver behind `cargo xtask demo`,
+//! The manifold experiment of docs/method.md §9a from the command line (the driver behind `cargo xtask demo`,
 //! `cargo xtask reproduce-manifold` and `cargo xtask bench em`).
 //!
 //! ```text
-//! cargo xtask cargo run --release -p diem-em --example manifold -- run --preset demo --out runs/demo --overwrite
-//! cargo xtask cargo run --release -p diem-em --example manifold -- bench --out runs/bench-em
+//! cargo xtask cargo run --release -p diem-manifold -- run --preset demo --out runs/demo --overwrite
+//! cargo xtask cargo run --release -p diem-manifold -- bench --out runs/bench-em
 //! ```
 //!
 //! Commands:
@@ -17,15 +17,16 @@
 //!   `--out DIR`, `--peak-size N`, and the same overrides.
 //!
 //! The device is CUDA when available, else the CPU (`DIEM_DEVICE=cpu|cuda|cuda:N` overrides).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use diem_em::manifold::{bench_em, run_experiment, ManifoldConfig, RunOptions};
 use diem_em::{SamplerSpec, SolverSpec};
+use diem_manifold::{bench_em, run_experiment, ManifoldConfig, RunOptions};
 use diem_models::NetworkConfig;
 
-const USAGE: &str = "usage: manifold (run | bench) [--preset paper|reference|demo|tiny] [--out DIR] \
+const USAGE: &str = "usage: diem-manifold (run | bench) [--preset paper|reference|demo|tiny] [--out DIR] \
 [--resume] [--overwrite] [--progress] [--points N] [--laps K] [--steps S] [--batch B] [--sampler-steps T] \
 [--cg N] [--hidden W,W,..] [--gaussian-iterations N] [--gaussian-steps T] [--metric-points M] [--lambda L] \
 [--prior-steps T] [--seed N] [--peak-size N]";

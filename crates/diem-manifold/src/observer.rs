@@ -7,14 +7,14 @@ use std::time::Instant;
 use diem_sampling::NoiseRng;
 use tch::{Kind, Tensor};
 
-use super::config::ManifoldConfig;
-use super::data::ManifoldData;
-use super::error::{ManifoldError, Result};
-use super::report::{write_report, EStepRecord, Evaluator, LapRecord, RECORDS_FILE};
-use crate::config::SamplerSpec;
-use crate::error::{EmError, Result as EmResult};
-use crate::gaussian::GaussianPrior;
-use crate::observer::{LapContext, LapObserver};
+use crate::config::ManifoldConfig;
+use crate::data::ManifoldData;
+use crate::error::{ManifoldError, Result};
+use crate::report::{write_report, EStepRecord, Evaluator, LapRecord, RECORDS_FILE};
+use diem_em::config::SamplerSpec;
+use diem_em::error::{EmError, Result as EmResult};
+use diem_em::gaussian::GaussianPrior;
+use diem_em::observer::{LapContext, LapObserver};
 
 /// The file name of the Gaussian prior's corner plot in the run directory.
 pub const GAUSSIAN_CORNER_FILE: &str = "corner-gaussian.png";

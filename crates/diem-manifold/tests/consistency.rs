@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 
 use diem_em::diagnostics::{estep_consistency, EStepConsistency};
-use diem_em::manifold::{DataConfig, ManifoldConfig, ManifoldData};
 use diem_em::{derive_seed, m_step, posterior_samples, EStepPlan, SeedPurpose};
+use diem_manifold::{DataConfig, ManifoldConfig, ManifoldData};
 use diem_models::{checkpoint, Denoiser, PriorModel};
 use diem_operators::Projection;
 use diem_sampling::{Mmps, MmpsConfig, NoiseRng};
@@ -84,7 +84,7 @@ fn estep_samples_fit_their_observations() {
 
 /// The larger configuration of issue 17, reduced (about 9 minutes in release): 8,192 observations, PC
 /// T = 256, MMPS Tweedie + CG 3 and the paper's 3×256 MLP, trained 2,048 steps on the truth.
-/// `cargo xtask cargo test --release -p diem-em --test consistency larger -- --ignored --nocapture`.
+/// `cargo xtask cargo test --release -p diem-manifold --test consistency larger -- --ignored --nocapture`.
 ///
 /// Measured: plain CG left 1,046 rows beyond |x| = 20 (largest 1.1e5) and 1,170 above 5 noise levels; the
 /// safeguarded solve none beyond (largest |x| 3.0) but still 494 (6.0 %) above 5 noise levels, with ratios
@@ -290,7 +290,7 @@ impl Denoiser for Tracer<'_> {
 /// started, their per-call traces and per-σ statistics. `DIEM_RUN=runs/demo DIEM_LAP=0` (and `DIEM_ROWS`);
 /// `DIEM_MMPS` = `unguarded` | `fallback` | `damping` | `gmres` | `gmres-damping` replays the lap with other
 /// safeguards.
-/// `cargo xtask cargo test --release -p diem-em --test consistency investigate -- --ignored --nocapture`.
+/// `cargo xtask cargo test --release -p diem-manifold --test consistency investigate -- --ignored --nocapture`.
 #[test]
 #[ignore = "investigation: needs a finished demo run (DIEM_RUN) and a release build"]
 fn investigate_estep() {
@@ -299,7 +299,7 @@ fn investigate_estep() {
     let rows: i64 = std::env::var("DIEM_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(4096);
     let config = ManifoldConfig::demo();
     let data =
-        diem_em::manifold::ManifoldData::generate(&config.data, config.metric.points, Device::Cpu).unwrap();
+        diem_manifold::ManifoldData::generate(&config.data, config.metric.points, Device::Cpu).unwrap();
     let obs = data.observation.narrow(0, rows);
     let dir = run.join(format!("lap-{lap:03}"));
     let (model, _) = checkpoint::load(&dir, Device::Cpu).unwrap();

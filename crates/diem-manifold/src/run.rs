@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use tch::Device;
 
-use super::config::ManifoldConfig;
-use super::data::ManifoldData;
-use super::error::{ManifoldError, Result};
-use super::observer::ManifoldObserver;
-use super::report::{write_report, LapRecord, REPORT_FILE};
-use crate::layout::is_run_dir;
-use crate::run::EmRun;
+use crate::config::ManifoldConfig;
+use crate::data::ManifoldData;
+use crate::error::{ManifoldError, Result};
+use crate::observer::ManifoldObserver;
+use crate::report::{write_report, LapRecord, REPORT_FILE};
+use diem_em::layout::is_run_dir;
+use diem_em::run::EmRun;
 
 /// The file holding the experiment's [`ManifoldConfig`] in the run directory (next to the EM `config.json`).
 pub const MANIFOLD_CONFIG_FILE: &str = "manifold.json";
@@ -77,7 +77,7 @@ pub fn run_experiment(
         let run = EmRun::create(out, config.em.clone(), observations, options.device)?;
         let text = serde_json::to_string_pretty(&config)
             .map_err(|source| ManifoldError::Json { path: out.join(MANIFOLD_CONFIG_FILE), source })?;
-        crate::io::write_atomic(&out.join(MANIFOLD_CONFIG_FILE), text.as_bytes())?;
+        diem_em::io::write_atomic(&out.join(MANIFOLD_CONFIG_FILE), text.as_bytes())?;
         run
     };
     let observer = ManifoldObserver::new(&config, &data, out)?;
@@ -106,18 +106,22 @@ struct Recording {
     records: std::rc::Rc<std::cell::RefCell<Vec<LapRecord>>>,
 }
 
-impl crate::observer::LapObserver for Recording {
+impl diem_em::observer::LapObserver for Recording {
     fn name(&self) -> &str {
         self.inner.name()
     }
 
-    fn on_gaussian(&mut self, run_dir: &Path, prior: &crate::gaussian::GaussianPrior) -> crate::Result<()> {
+    fn on_gaussian(
+        &mut self,
+        run_dir: &Path,
+        prior: &diem_em::gaussian::GaussianPrior,
+    ) -> diem_em::Result<()> {
         self.inner.on_gaussian(run_dir, prior)?;
         *self.records.borrow_mut() = self.inner.records().to_vec();
         Ok(())
     }
 
-    fn on_lap(&mut self, ctx: &mut crate::observer::LapContext<'_>) -> crate::Result<()> {
+    fn on_lap(&mut self, ctx: &mut diem_em::observer::LapContext<'_>) -> diem_em::Result<()> {
         self.inner.on_lap(ctx)?;
         *self.records.borrow_mut() = self.inner.records().to_vec();
         Ok(())

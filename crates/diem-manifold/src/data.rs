@@ -6,8 +6,8 @@ use diem_models::{Randman, RandmanConfig};
 use diem_operators::{NoiseCov, Observation, Projection};
 use tch::{Device, Kind, Tensor};
 
-use super::config::DataConfig;
-use super::error::{ManifoldError, Result};
+use crate::config::DataConfig;
+use crate::error::{ManifoldError, Result};
 
 /// Ground truth, observations and the metric's reference sets.
 #[derive(Debug)]

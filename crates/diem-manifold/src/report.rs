@@ -9,11 +9,11 @@ use diem_plot::{corner_plot, line_plot, CornerPlot, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::config::ManifoldConfig;
-use super::data::{filter_inside, to_host, ManifoldData};
-use super::error::{ManifoldError, Result};
-use crate::config::{Covariance as EmCovariance, SamplerSpec, SolverMethod};
-use crate::io::write_atomic;
+use crate::config::ManifoldConfig;
+use crate::data::{filter_inside, to_host, ManifoldData};
+use crate::error::{ManifoldError, Result};
+use diem_em::config::{Covariance as EmCovariance, SamplerSpec, SolverMethod};
+use diem_em::io::write_atomic;
 use diem_models::{LrSchedule, NetworkConfig};
 
 /// The filter bound of SPEC.md §8: samples must lie strictly inside `(−3, 3)` in every coordinate.
@@ -56,7 +56,7 @@ pub struct LapRecord {
 }
 
 /// The E-step consistency figures of one lap, read from the `estep_*` fields and `kept_fraction` of
-/// `metrics.jsonl` (see [`crate::diagnostics::EStepConsistency::to_json`]); every field is optional, so old
+/// `metrics.jsonl` (see [`diem_em::diagnostics::EStepConsistency::to_json`]); every field is optional, so old
 /// runs read back with `None`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EStepRecord {
@@ -244,7 +244,7 @@ pub fn write_report(
 /// `records` with their E-step figures completed from the run's `metrics.jsonl` (laps whose line has them;
 /// unreadable or absent lines leave the records as they are).
 fn with_run_metrics(dir: &Path, records: &[LapRecord]) -> Vec<LapRecord> {
-    let text = std::fs::read_to_string(dir.join(crate::layout::METRICS_FILE)).unwrap_or_default();
+    let text = std::fs::read_to_string(dir.join(diem_em::layout::METRICS_FILE)).unwrap_or_default();
     let lines: Vec<serde_json::Map<String, serde_json::Value>> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -418,9 +418,9 @@ pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_sec
 /// The corner plot's path relative to the run directory for `lap` (−1: the Gaussian).
 pub fn corner_path(lap: i64) -> String {
     if lap < 0 {
-        super::observer::GAUSSIAN_CORNER_FILE.into()
+        crate::observer::GAUSSIAN_CORNER_FILE.into()
     } else {
-        format!("lap-{lap:03}/{}", super::observer::LAP_CORNER_FILE)
+        format!("lap-{lap:03}/{}", crate::observer::LAP_CORNER_FILE)
     }
 }
 
@@ -456,7 +456,7 @@ mod tests {
                 .replace('\n', " "),
             r#"{"lap": 1, "kept_fraction": 0.5}"#.to_string(),
         ];
-        std::fs::write(dir.path().join(crate::layout::METRICS_FILE), lines.join("\n")).unwrap();
+        std::fs::write(dir.path().join(diem_em::layout::METRICS_FILE), lines.join("\n")).unwrap();
         let records = with_run_metrics(dir.path(), &[record(-1), record(0), record(1)]);
         assert_eq!(records[0].estep, EStepRecord::default(), "the Gaussian has no E-step figures");
         assert_eq!(records[1].estep.fallbacks, Some(14637.0));

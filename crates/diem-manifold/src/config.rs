@@ -3,8 +3,8 @@
 use diem_models::{MlpConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ManifoldError, Result};
-use crate::config::{EmConfig, SamplerSpec};
+use crate::error::{ManifoldError, Result};
+use diem_em::config::{EmConfig, SamplerSpec};
 
 /// How the data are generated (SPEC.md §9a).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
