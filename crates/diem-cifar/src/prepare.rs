@@ -173,15 +173,9 @@ impl PrepareSummary {
     }
 }
 
-/// SplitMix64 folded over the numbers (the seeds of [`observe`]'s chunks).
+/// SplitMix64 folded over the numbers (the seeds of [`observe`]'s chunks): [`diem_operators::seed::fold_seeds`].
 fn mix(values: [u64; 4]) -> u64 {
-    let step = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    values.iter().fold(0u64, |h, &v| step(h ^ v))
+    diem_operators::seed::fold_seeds(&values)
 }
 
 /// Observes `images: [N, 3, 32, 32]` (f32 in [−2, 2)) with rate `rho` (module docs), in chunks of `chunk`

@@ -6,7 +6,7 @@ use std::f32::consts::PI;
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use crate::error::{CifarError, Result};
 use crate::format::{
@@ -34,9 +34,9 @@ pub struct SyntheticFiles {
     pub archive: PathBuf,
 }
 
-/// `n` synthetic images with labels `i mod 10`, drawn from `StdRng::seed_from_u64(seed)`.
+/// `n` synthetic images with labels `i mod 10`, drawn from [`diem_operators::seed::host_rng`]`(seed)`.
 pub fn synthetic_split(n: usize, seed: u64) -> CifarSplit {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = diem_operators::seed::host_rng(seed);
     let mut labels = Vec::with_capacity(n);
     let mut pixels = Vec::with_capacity(n * IMAGE_BYTES);
     for i in 0..n {

@@ -1,5 +1,8 @@
-//! Seed derivation (DESIGN.md "Reproducibility"): one run seed, and a derived seed for every lap, E-step chunk
-//! and M-step, so a resumed run draws exactly what the uninterrupted run drew.
+//! Seed derivation for EM runs: one run seed, and a derived seed for every lap, E-step chunk and M-step, so a
+//! resumed run draws exactly what the uninterrupted run drew.
+//!
+//! The derivation itself lives in [`diem_operators::seed`], the one seed module of the workspace; this module
+//! names the EM purposes ([`SeedPurpose`]) and re-exports [`torch_seed`].
 
 /// The role a derived seed is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,27 +37,14 @@ impl SeedPurpose {
     }
 }
 
-/// One SplitMix64 step: a bijective 64-bit mix.
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use diem_operators::seed::torch_seed;
 
 /// The seed for `purpose` at (`lap`, `index`) of the run seeded `seed`: SplitMix64 folded over the four
-/// numbers. Different arguments give (with overwhelming probability) unrelated seeds.
+/// numbers, `fold_seeds(&[seed, tag, lap, index])` ([`diem_operators::seed::fold_seeds`]) with the purpose's
+/// tag (`Init` 1, `GaussianChunk` 2, `EStepChunk` 3, `MStep` 4, `Diagnostic` 5, `Observer` 6, `Validation` 7).
+/// Different arguments give (with overwhelming probability) unrelated seeds.
 pub fn derive_seed(seed: u64, purpose: SeedPurpose, lap: u64, index: u64) -> u64 {
-    let mut h = splitmix64(seed);
-    for v in [purpose.tag(), lap, index] {
-        h = splitmix64(h ^ v);
-    }
-    h
-}
-
-/// A derived seed as libtorch's `manual_seed` argument (non-negative `i64`).
-pub fn torch_seed(seed: u64) -> i64 {
-    (seed >> 1) as i64
+    diem_operators::seed::fold_seeds(&[seed, purpose.tag(), lap, index])
 }
 
 #[cfg(test)]
@@ -74,5 +64,24 @@ mod tests {
         ];
         assert!(others.iter().all(|&o| o != a));
         assert!(torch_seed(u64::MAX) >= 0);
+    }
+
+    /// Values captured before the derivation moved to `diem_operators::seed`: every tag keeps its number.
+    #[test]
+    fn derived_seeds_are_frozen() {
+        use SeedPurpose::*;
+        let cases = [
+            (0, Init, 0, 0, 0xd1c0_2706_8798_4b37),
+            (7, EStepChunk, 3, 1, 0xb85f_07b9_0357_7faf),
+            (42, MStep, 15, 0, 0x548a_f294_18f9_472f),
+            (u64::MAX, Validation, 2, u64::MAX, 0x537b_52bb_8b19_5a46),
+            (12345, Observer, u64::MAX, 0, 0x984d_4444_ed46_e242),
+            (1, GaussianChunk, 4, 9, 0xd135_5763_21d1_43c5),
+            (99, Diagnostic, 0, 17, 0x299f_fbcf_4868_eeb7),
+        ];
+        for (seed, purpose, lap, index, want) in cases {
+            assert_eq!(derive_seed(seed, purpose, lap, index), want, "{purpose:?}");
+        }
+        assert_eq!(torch_seed(0xd1c0_2706_8798_4b37), 7_557_061_629_226_788_251);
     }
 }

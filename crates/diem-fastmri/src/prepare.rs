@@ -149,12 +149,10 @@ impl PrepareSummary {
     }
 }
 
-/// A splitmix64 mix of `seed` and a stream index: independent seeds for masks, noise chunks and figures.
+/// A splitmix64 mix of `seed` and a stream index: independent seeds for masks, noise chunks and figures
+/// ([`diem_operators::seed::stream_seed`]).
 pub fn mix_seed(seed: u64, stream: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    diem_operators::seed::stream_seed(seed, stream)
 }
 
 /// Simulates `y = A x + σ_y ε` for images `x : [N, 1, H, W]` with one random column mask per image at

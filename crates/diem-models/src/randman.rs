@@ -10,8 +10,9 @@
 //! x_j ← 4 (x_j − min_j) / (max_j − min_j) − 2             (per feature, over the sample set)
 //! ```
 //!
-//! The generator carries its own SplitMix64 stream, so a seed gives the same manifold on every platform and
-//! no global (libtorch) random state is touched: tests running in parallel stay reproducible.
+//! The generator carries its own SplitMix64 stream ([`diem_operators::seed::SplitMix64`]), so a seed gives the
+//! same manifold on every platform and no global (libtorch) random state is touched: tests running in parallel
+//! stay reproducible.
 //!
 //! ```
 //! use diem_models::{Randman, RandmanConfig};
@@ -25,6 +26,7 @@
 //! # }
 //! ```
 
+use diem_operators::seed::{SplitMix64, STREAM_OFFSET};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -106,29 +108,6 @@ impl Default for RandmanConfig {
     }
 }
 
-/// SplitMix64: a tiny, well-mixed, platform-independent generator for the manifold's coefficients.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform draw from `[0, 1)` with 53 random bits.
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    fn uniforms(&mut self, count: usize) -> Vec<f64> {
-        (0..count).map(|_| self.uniform()).collect()
-    }
-}
-
 /// A random smooth manifold drawn from a seed (SPEC.md §9a). Coefficients are float64 tensors
 /// `[n, m, K]` on the CPU; evaluate points with [`Randman::embed`] or draw normalized samples with
 /// [`Randman::sample`].
@@ -155,7 +134,7 @@ impl Randman {
         let (n, m) = (config.ambient_dim, config.manifold_dim);
         let count = (n * m) as usize * k;
         let shape = [n, m, k as i64];
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let a = rng.uniforms(count);
         let b = rng.uniforms(count);
         let c = rng.uniforms(count);
@@ -211,7 +190,7 @@ impl Randman {
     /// Latents `z ~ U(0, 1)^m`, `[count, m]` float64, from their own `seed` (independent of the manifold's).
     pub fn sample_latents(&self, count: i64, seed: u64) -> Tensor {
         let m = self.config.manifold_dim;
-        let mut rng = SplitMix64(seed ^ 0xD1B5_4A32_D192_ED03);
+        let mut rng = SplitMix64::new(seed ^ STREAM_OFFSET);
         let values = rng.uniforms((count.max(0) * m) as usize);
         Tensor::from_slice(&values).reshape([count.max(0), m])
     }
@@ -307,7 +286,7 @@ mod tests {
         let k = manifold.frequencies();
         assert_eq!(k, 4);
         // Recreate the coefficient stream and evaluate the sum by hand.
-        let mut rng = SplitMix64(9);
+        let mut rng = SplitMix64::new(9);
         let count = 3 * 2 * k;
         let (a, b, c) = (rng.uniforms(count), rng.uniforms(count), rng.uniforms(count));
         let z = [0.3f64, 0.85];

@@ -11,8 +11,6 @@
 //! folds the padded border back onto the interior pixels it was copied from, so `Aᵀ` is exact for every
 //! boundary, including the reflect padding of the FFHQ motion-deblur task (pad 30, kernel 61).
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -93,7 +91,7 @@ impl Blur {
         seed: u64,
     ) -> Result<Self> {
         let n = positive("Blur::random_motion", "n", n)?;
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let mut data = Vec::with_capacity((n * size * size).max(0) as usize);
         for _ in 0..n {
             data.extend(motion_kernel(size, intensity, &mut rng)?.into_iter().map(|v| v as f32));

@@ -9,8 +9,7 @@
 //! The mask is a set of columns (horizontal frequencies, the W axis) shared by all rows. With a full mask
 //! `AᵀA = I` (Parseval for real x); with a partial mask `AᵀA` is symmetric with spectrum in `[0, 1]`.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -95,7 +94,7 @@ impl KSpace {
         check_x_shape("KSpace::random_lines", x_shape)?;
         let w = *x_shape.last().unwrap_or(&1);
         let (p, c) = line_mask_params(r, w);
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let mut data = Vec::with_capacity((n * w) as usize);
         for _ in 0..n {
             for j in 0..w {

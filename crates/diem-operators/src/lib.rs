@@ -15,8 +15,8 @@
 //! | [`Compose`], [`Stack`] | `A_2 ∘ A_1`, `[A_1; A_2]` | |
 //!
 //! Layout: images are NCHW tensors; a sample flattens row-major (`index = (c·H + h)·W + w`). Seeded
-//! generators use `rand::rngs::StdRng::seed_from_u64(seed)` on the host, so a seed gives the same
-//! operators and noise on every device.
+//! generators draw on the host from [`seed::host_rng`] (`StdRng::seed_from_u64(seed)`), so a seed gives the
+//! same operators and noise on every device; [`seed`] is also where every crate derives its seeds.
 //!
 //! ```
 //! use diem_operators::{LinearOperator, Mask, NoiseCov, Observation};
@@ -55,6 +55,7 @@ pub mod operator;
 pub mod padding;
 pub mod params;
 pub mod projection;
+pub mod seed;
 pub mod testing;
 
 pub use blur::Blur;

@@ -3,11 +3,10 @@
 //! A mask `m_b ∈ {0, 1}` deletes entries; it is self-adjoint (`Aᵀ = A`) and, being binary, idempotent
 //! (`A A = A`). Per SPEC.md §1 the observation keeps the full shape: deleted entries of `y` hold pure noise.
 //!
-//! Generators draw from `rand::rngs::StdRng::seed_from_u64(seed)` on the host, so the same seed gives the
-//! same masks on every device.
+//! Generators draw from [`crate::seed::host_rng`] (`StdRng::seed_from_u64(seed)`) on the host, so the same
+//! seed gives the same masks on every device.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -71,7 +70,7 @@ impl Mask {
         let n = positive("Mask::random_pixels", "n", n)?;
         let shape = pixel_shape(x_shape);
         let per: i64 = shape.iter().product();
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let data: Vec<f32> = (0..n * per).map(|_| if rng.gen::<f64>() > rho { 1.0 } else { 0.0 }).collect();
         let mut full = vec![n];
         full.extend(&shape);
@@ -92,7 +91,7 @@ impl Mask {
                 format!("must lie in 0..={per}, got {k}"),
             ));
         }
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let mut data = vec![1.0f32; (n * per) as usize];
         for b in 0..n as usize {
             let row = &mut data[b * per as usize..(b + 1) * per as usize];
@@ -142,7 +141,7 @@ impl Mask {
                 format!("box {box_hw:?} with margin {margin:?} does not fit in a {h}×{w} image"),
             ));
         }
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let mut data = vec![1.0f32; (n * h * w) as usize];
         for b in 0..n {
             let top = rng.gen_range(margin.0..hi_h);

@@ -1,10 +1,8 @@
 //! Gaussian observation noise `ε ~ N(0, Σ_y)` with `Σ_y = σ² I` or `diag(σ²)` (SPEC.md §1).
 //!
-//! Noise is drawn on the host from `rand::rngs::StdRng::seed_from_u64(seed)` (standard normals in f64),
+//! Noise is drawn on the host from [`crate::seed::host_rng`] (standard normals in f64),
 //! then cast and moved, so a seed gives the same noise on every device and dtype.
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
 
@@ -87,7 +85,7 @@ impl NoiseCov {
     /// A draw `ε ~ N(0, Σ_y)` of shape `shape = [N, ..y_shape]`, from `StdRng::seed_from_u64(seed)`.
     pub fn sample(&self, shape: &[i64], kind: Kind, device: Device, seed: u64) -> Tensor {
         let numel: i64 = shape.iter().product();
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let z: Vec<f64> = (0..numel).map(|_| StandardNormal.sample(&mut rng)).collect();
         let z = Tensor::from_slice(&z).reshape(shape).to_kind(kind).to_device(device);
         self.scale_std(&z)

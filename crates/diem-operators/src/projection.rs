@@ -1,7 +1,5 @@
 //! Dense per-sample projections `A_b ∈ R^{m×d}` (the manifold experiment, SPEC.md §9a).
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
 
@@ -52,7 +50,7 @@ impl Projection {
         let n = positive("Projection::random_sphere", "n", n)?;
         let m = positive("Projection::random_sphere", "m", m)?;
         let d = positive("Projection::random_sphere", "d", d)?;
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = crate::seed::host_rng(seed);
         let mut data = Vec::with_capacity((n * m * d) as usize);
         for _ in 0..n * m {
             let row: Vec<f64> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();

@@ -1,15 +1,15 @@
 //! Gaussian noise for the samplers: seeded on the host, or libtorch's global generator.
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, Tensor};
 
 /// The source of the standard normal draws a sampler needs (initial value, DDPM and Langevin noise).
 ///
-/// - [`NoiseRng::seeded`] draws on the host from `StdRng::seed_from_u64(seed)` in `f64`, then casts and moves
-///   the tensor: the same seed gives the same samples on every device and dtype, independently of other threads
-///   (libtorch's generator is process-global). This is the default for reproducible runs and tests.
+/// - [`NoiseRng::seeded`] draws on the host from [`diem_operators::seed::host_rng`] (`StdRng::seed_from_u64`,
+///   the generator of every seeded host draw in diem) in `f64`, then casts and moves the tensor: the same seed
+///   gives the same samples on every device and dtype, independently of other threads (libtorch's generator
+///   is process-global). This is the default for reproducible runs and tests.
 /// - [`NoiseRng::torch`] uses libtorch's global generator on the target device (no host round trip; faster for
 ///   large GPU batches). Seed it with `tch::manual_seed` when reproducibility matters.
 #[derive(Debug)]
@@ -18,9 +18,9 @@ pub struct NoiseRng {
 }
 
 impl NoiseRng {
-    /// Host-side draws from `StdRng::seed_from_u64(seed)`.
+    /// Host-side draws from [`diem_operators::seed::host_rng`]`(seed)`.
     pub fn seeded(seed: u64) -> Self {
-        Self { host: Some(StdRng::seed_from_u64(seed)) }
+        Self { host: Some(diem_operators::seed::host_rng(seed)) }
     }
 
     /// Draws from libtorch's global generator (`Tensor::randn`).
