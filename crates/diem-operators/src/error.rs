@@ -39,14 +39,47 @@ pub enum Error {
         /// What is wrong and what was expected.
         reason: String,
     },
-    /// An operator kind string that no operator in this crate reads.
+    /// An operator kind string that neither a built-in operator nor a registered loader reads.
     #[error(
         "unknown operator kind {kind:?} (expected one of identity, mask, projection, kspace, blur, \
-             downsample, compose[..], stack[..])"
+             downsample, compose[..], stack[..], or a kind registered in this process; a custom operator \
+             is loaded after `diem_operators::register_operator(\"its_kind\", loader)`)"
     )]
     UnknownKind {
         /// The kind string found.
         kind: String,
+    },
+    /// An operator that cannot be written to an observation file: it does not implement persistence
+    /// ([`LinearOperator::kind`](crate::LinearOperator::kind) and
+    /// [`LinearOperator::params`](crate::LinearOperator::params)), or no loader reads its kind back.
+    #[error(
+        "operator {kind:?} cannot be saved: {reason} (to persist a custom operator, implement \
+             `LinearOperator::kind` (a name of ASCII letters, digits and `_`) and `LinearOperator::params`, \
+             and register a loader with `diem_operators::register_operator`)"
+    )]
+    NotPersistable {
+        /// The operator's kind string (its Rust type name when it does not implement `kind`).
+        kind: String,
+        /// Why it cannot be saved.
+        reason: String,
+    },
+    /// A kind that cannot be registered in an [`OperatorRegistry`](crate::OperatorRegistry).
+    #[error("cannot register operator kind {kind:?}: {reason}")]
+    Registry {
+        /// The kind string offered.
+        kind: String,
+        /// Why it is refused (a built-in name, already registered, not a valid name).
+        reason: String,
+    },
+    /// An operator failed one of the checks of [`crate::testing::check_operator`].
+    #[error("operator {kind:?} fails the {check} check: {reason}")]
+    Check {
+        /// The operator's kind string.
+        kind: String,
+        /// Which check failed (`"shape"`, `"dot"`, `"autograd"`, `"linearity"`, `"persistence"`).
+        check: &'static str,
+        /// The measured value against its tolerance.
+        reason: String,
     },
     /// A field that must be present in an observation file (or operator parameter set) is absent.
     #[error("missing field {field:?}")]

@@ -77,9 +77,12 @@ impl Format {
 /// Writes `obs` to `path` (`.npz` or `.safetensors`, by extension), atomically.
 ///
 /// # Errors
-/// [`Error::File`] naming `path`: an unknown extension, a path that is not a regular file, an IO error.
+/// [`Error::File`] naming `path`: an unknown extension, a path that is not a regular file, an IO error, or
+/// an operator that cannot be read back ([`Error::NotPersistable`]: its kind is not a kind string, or a
+/// custom kind has no loader registered with [`crate::register_operator`]).
 pub fn save(obs: &Observation, path: &Path) -> Result<()> {
-    let written = Format::of_path(path).and_then(|format| match format {
+    let checked = crate::params::check_persistable(&obs.operator.kind(), &crate::registry::global_loader);
+    let written = checked.and_then(|()| Format::of_path(path)).and_then(|format| match format {
         Format::Npz => write_atomic_with(path, |f| write_npz(obs, f)),
         Format::Safetensors => {
             let bytes = safetensors_bytes(obs)?;

@@ -1,4 +1,4 @@
-//! Observation model for diem: linear operators with explicit adjoints, Gaussian noise covariances and
+//! Observation model for diem: linear operators with adjoints, Gaussian noise covariances and
 //! observation files (SPEC.md §1, §9a–§9d, §12.1).
 //!
 //! Every observation carries its own operator `A_i` (`y_i = A_i x_i + ε_i`, `ε_i ~ N(0, Σ_y)`). Operators
@@ -13,6 +13,7 @@
 //! | [`Blur`] | per-sample depthwise correlation, explicit boundary | FFHQ deblur §9d |
 //! | [`Downsample`] | average pooling, antialiased bicubic | FFHQ super-resolution §9d |
 //! | [`Compose`], [`Stack`] | `A_2 ∘ A_1`, `[A_1; A_2]` | |
+//! | [`FnOperator`] | any closure `x ↦ f(x)`, autograd adjoint | your own forward model |
 //!
 //! Layout: images are NCHW tensors; a sample flattens row-major (`index = (c·H + h)·W + w`). Seeded
 //! generators draw on the host from [`seed::host_rng`] (`StdRng::seed_from_u64(seed)`), so a seed gives the
@@ -36,6 +37,39 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Your own operator
+//!
+//! A forward model that is not in the table (a tomography projector, a PSF bank) is a type with three
+//! methods, [`x_shape`](LinearOperator::x_shape), [`y_shape`](LinearOperator::y_shape) and
+//! [`apply`](LinearOperator::apply), and `#[derive(Clone, Debug)]`; or just a closure in an
+//! [`FnOperator`]. The adjoint defaults to autograd's vector-Jacobian product of `apply`
+//! ([`operator::vjp_adjoint`]); batching, devices and cloning have defaults for an operator shared by the
+//! whole batch (the table in [`operator`] lists them and when to override them). The helpers the built-in
+//! operators use are public in [`implement`]. [`testing::check_operator`] runs the dot test, the
+//! autograd test and a power-method estimate of `‖A‖₂` on it.
+//!
+//! Such an operator works everywhere an operator is taken, but [`Observation::save`] refuses it with
+//! [`Error::NotPersistable`] until it can be read back: implement [`LinearOperator::kind`] (a name such as
+//! `"tomo"`) and [`LinearOperator::params`], and register a loader with [`register_operator`] (see
+//! [`registry`]). A registered kind also loads inside `compose[..]` and `stack[..]`. The example
+//! `examples/custom_operator.rs` walks through all of it.
+//!
+//! ```
+//! use diem_operators::{FnOperator, LinearOperator, NoiseCov, Observation};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> diem_operators::Result<()> {
+//! // Row sums of a 4 × 4 image: a custom operator in one line, adjoint by autograd.
+//! let op = FnOperator::new(&[4, 4], &[4], |x| x.sum_dim_intlist([2i64].as_slice(), false, x.kind()))?;
+//! let report = diem_operators::testing::check_operator(&op, 1e-10)?;
+//! assert!((report.norm - 2.0).abs() < 1e-8); // ‖A‖₂ = √4
+//! let x = Tensor::rand([3, 4, 4], (Kind::Float, Device::Cpu));
+//! let obs = Observation::simulate(&x, Box::new(op), NoiseCov::isotropic(1e-2)?, 0)?;
+//! assert_eq!(obs.operator.adjoint(&obs.y).size(), [3, 4, 4]);
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -44,7 +78,9 @@ pub mod blur;
 pub mod compose;
 pub mod downsample;
 pub mod error;
+pub mod function;
 pub mod identity;
+pub mod implement;
 pub mod io;
 pub mod kernels;
 pub mod kspace;
@@ -55,6 +91,7 @@ pub mod operator;
 pub mod padding;
 pub mod params;
 pub mod projection;
+pub mod registry;
 pub mod seed;
 pub mod testing;
 
@@ -62,12 +99,14 @@ pub use blur::Blur;
 pub use compose::{Compose, Stack};
 pub use downsample::{Downsample, Resample};
 pub use error::{Error, Result};
+pub use function::FnOperator;
 pub use identity::Identity;
 pub use kspace::KSpace;
 pub use mask::Mask;
 pub use noise::NoiseCov;
 pub use observation::Observation;
-pub use operator::LinearOperator;
+pub use operator::{LinearOperator, OperatorClone};
 pub use padding::Boundary;
 pub use params::operator_from_params;
 pub use projection::Projection;
+pub use registry::{register_operator, OperatorRegistry};

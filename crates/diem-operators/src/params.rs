@@ -18,6 +18,7 @@ use crate::kspace::KSpace;
 use crate::mask::Mask;
 use crate::operator::LinearOperator;
 use crate::projection::Projection;
+use crate::registry::{OperatorLoader, BUILTIN_KINDS};
 
 /// A view of the named parameter arrays of one operator (the arrays under a name prefix).
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,24 @@ impl<'a> Params<'a> {
         self.arrays.get(&full).ok_or(Error::MissingField { field: full })
     }
 
+    /// Whether the array `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.arrays.contains_key(&self.name(name))
+    }
+
+    /// The array `name` as stored, of any dtype and shape (for a custom operator whose arrays the typed
+    /// accessors below do not cover; validating it is the caller's job).
+    ///
+    /// # Errors
+    /// [`Error::MissingField`] naming the full field.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        Ok(self.get(name)?.shallow_clone())
+    }
+
     /// A float32/float64 array with finite entries.
+    ///
+    /// # Errors
+    /// [`Error::MissingField`] or [`Error::Field`] naming the full field.
     pub fn float(&self, name: &str) -> Result<Tensor> {
         let t = self.get(name)?;
         if !matches!(t.kind(), Kind::Float | Kind::Double) {
@@ -57,7 +75,10 @@ impl<'a> Params<'a> {
         Ok(t.shallow_clone())
     }
 
-    /// A 1-D int64 array of positive dimensions.
+    /// A 1-D int64 array of positive dimensions (at most [`crate::operator::MAX_NUMEL`] entries in all).
+    ///
+    /// # Errors
+    /// [`Error::MissingField`] or [`Error::Field`] naming the full field.
     pub fn shape(&self, name: &str) -> Result<Vec<i64>> {
         let t = self.get(name)?;
         if t.kind() != Kind::Int64 || t.dim() != 1 {
@@ -84,6 +105,9 @@ impl<'a> Params<'a> {
     }
 
     /// A single int64 (0-d or one-element array).
+    ///
+    /// # Errors
+    /// [`Error::MissingField`] or [`Error::Field`] naming the full field.
     pub fn int(&self, name: &str) -> Result<i64> {
         let t = self.get(name)?;
         if t.kind() != Kind::Int64 || t.numel() != 1 {
@@ -143,13 +167,60 @@ fn parse_kind(s: &str) -> Option<KindTree> {
 
 /// Rebuilds an operator from its kind string and named arrays (the inverse of
 /// [`LinearOperator::kind`] + [`LinearOperator::params`]). Every array is validated (dtype, shape,
-/// finiteness); errors name the field.
+/// finiteness); errors name the field. Leaves of the kind are the built-in kinds first, then the kinds
+/// registered in this process with [`crate::register_operator`].
+///
+/// # Errors
+/// [`Error::UnknownKind`] for a kind string that does not parse or names no built-in or registered
+/// operator; the loader's error (a missing or bad field) otherwise.
 pub fn operator_from_params(
     kind: &str,
     arrays: &BTreeMap<String, Tensor>,
 ) -> Result<Box<dyn LinearOperator>> {
+    operator_from_params_with(kind, arrays, &crate::registry::global_loader)
+}
+
+/// [`operator_from_params`] with `lookup` giving the loaders of non-built-in leaf kinds.
+pub(crate) fn operator_from_params_with(
+    kind: &str,
+    arrays: &BTreeMap<String, Tensor>,
+    lookup: &dyn Fn(&str) -> Option<OperatorLoader>,
+) -> Result<Box<dyn LinearOperator>> {
     let tree = parse_kind(kind).ok_or_else(|| Error::UnknownKind { kind: kind.to_string() })?;
-    build(&tree, kind, arrays, "")
+    build(&tree, kind, arrays, "", lookup)
+}
+
+/// Checks that `kind` can be written to an observation file and read back in this process: it parses, and
+/// every leaf is a built-in kind or has a loader from `lookup`.
+///
+/// # Errors
+/// [`Error::NotPersistable`] saying which part is missing.
+pub(crate) fn check_persistable(kind: &str, lookup: &dyn Fn(&str) -> Option<OperatorLoader>) -> Result<()> {
+    let refuse = |reason: String| Err(Error::NotPersistable { kind: kind.to_string(), reason });
+    let Some(tree) = parse_kind(kind) else {
+        return refuse(
+            "its kind is not a kind string (the default `kind()`, the Rust type name, of an operator that \
+             does not implement persistence)"
+                .into(),
+        );
+    };
+    fn unknown_leaf<'t>(t: &'t KindTree, lookup: &dyn Fn(&str) -> Option<OperatorLoader>) -> Option<&'t str> {
+        let composite = matches!(t.name.as_str(), "compose" | "stack");
+        if t.children.is_empty() {
+            let builtin = BUILTIN_KINDS.contains(&t.name.as_str()) && !composite;
+            return (!builtin && lookup(&t.name).is_none()).then_some(t.name.as_str());
+        }
+        if !composite {
+            return Some(t.name.as_str());
+        }
+        t.children.iter().find_map(|c| unknown_leaf(c, lookup))
+    }
+    match unknown_leaf(&tree, lookup) {
+        Some(leaf) => refuse(format!(
+            "no loader for kind {leaf:?} is registered in this process, so the file could not be read back"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn build(
@@ -157,6 +228,7 @@ fn build(
     full_kind: &str,
     arrays: &BTreeMap<String, Tensor>,
     prefix: &str,
+    lookup: &dyn Fn(&str) -> Option<OperatorLoader>,
 ) -> Result<Box<dyn LinearOperator>> {
     let p = Params { arrays, prefix };
     let leaf = tree.children.is_empty();
@@ -171,7 +243,7 @@ fn build(
         ("compose", false) | ("stack", false) => {
             let mut ops = Vec::with_capacity(tree.children.len());
             for (i, child) in tree.children.iter().enumerate() {
-                ops.push(build(child, full_kind, arrays, &format!("{prefix}{i}."))?);
+                ops.push(build(child, full_kind, arrays, &format!("{prefix}{i}."), lookup)?);
             }
             if tree.name == "compose" {
                 Box::new(Compose::new(ops)?)
@@ -179,6 +251,10 @@ fn build(
                 Box::new(Stack::new(ops)?)
             }
         }
+        (name, true) if !BUILTIN_KINDS.contains(&name) => match lookup(name) {
+            Some(loader) => loader(&p)?,
+            None => return Err(unknown()),
+        },
         _ => return Err(unknown()),
     })
 }
