@@ -40,8 +40,10 @@
 pub mod counting;
 pub mod error;
 pub mod guidance;
+pub mod posterior;
 pub mod rng;
 pub mod sampler;
+pub mod spec;
 
 pub use counting::CountingDenoiser;
 pub use error::{Result, SamplingError};
@@ -49,10 +51,15 @@ pub use guidance::{
     CovHeuristic, DiffPir, DiffPirConfig, Dps, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm,
     PgdmConfig, SolverConfig, Tmpd, TmpdConfig,
 };
+pub use posterior::{GuidanceConfig, Posterior};
 pub use rng::NoiseRng;
 pub use sampler::ddim::{ddim_update, Ddim};
 pub use sampler::ddpm::{ddpm_update, Ddpm};
 pub use sampler::pc::PredictorCorrector;
 pub use sampler::{
     denoise_at, sigma_tensor, start_from_noise, Sampler, Silent, StepInfo, StepObserver, TimeGrid,
+};
+pub use spec::{
+    Covariance, DiffPirSpec, DpsSpec, MmpsSpec, PgdmSpec, PosteriorMethod, SafeguardSpec, SamplerSpec,
+    SolverMethod, SolverSpec, StepCost, TmpdSpec, MAX_ITERATIONS, MAX_STEPS,
 };

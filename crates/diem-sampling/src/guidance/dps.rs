@@ -32,10 +32,7 @@ use crate::sampler::{Sampler, TimeGrid};
 pub struct Dps<'a> {
     schedule: Box<dyn Schedule>,
     grid: TimeGrid,
-    operator: &'a dyn LinearOperator,
-    y: Tensor,
-    zeta: f64,
-    stats: StatsCell,
+    term: DpsTerm<'a>,
 }
 
 impl<'a> Dps<'a> {
@@ -51,18 +48,7 @@ impl<'a> Dps<'a> {
         y: &Tensor,
         zeta: f64,
     ) -> Result<Self> {
-        check_y(operator, y)?;
-        if !(zeta.is_finite() && zeta >= 0.0) {
-            return Err(SamplingError::config("Dps.zeta", format!("must be finite and ≥ 0, got {zeta}")));
-        }
-        Ok(Self {
-            schedule: Box::new(schedule),
-            grid,
-            operator,
-            y: y.detach(),
-            zeta,
-            stats: StatsCell::default(),
-        })
+        Ok(Self { schedule: Box::new(schedule), grid, term: DpsTerm::new(operator, y, zeta)? })
     }
 
     /// DPS conditioned on an [`Observation`] (its noise covariance is unused).
@@ -80,17 +66,17 @@ impl<'a> Dps<'a> {
 
     /// The step size ζ.
     pub fn zeta(&self) -> f64 {
-        self.zeta
+        self.term.zeta
     }
 
     /// Costs counted so far (steps only).
     pub fn stats(&self) -> GuidanceStats {
-        self.stats.get()
+        self.term.stats.get()
     }
 
     /// Resets the counters.
     pub fn reset_stats(&self) {
-        self.stats.reset();
+        self.term.stats.reset();
     }
 
     /// The guidance term `Jᵀ Aᵀ r / ||r||₂ = −∇_{x_t} ||y − A d(x_t)||₂` and the denoised `x̂` (both detached).
@@ -99,6 +85,37 @@ impl<'a> Dps<'a> {
     /// [`SamplingError::Shape`] when `x_t` does not match the observations; [`SamplingError::Torch`] when the
     /// prior cannot be differentiated.
     pub fn guidance(&self, prior: &dyn Denoiser, x_t: &Tensor, sigma: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.term.guidance(prior, x_t, sigma)
+    }
+}
+
+/// DPS's observation, step size and counters, apart from a schedule and a grid: [`Dps`] owns them, and
+/// [`crate::Posterior`] runs the same step on the schedule and grid of any sampler.
+#[derive(Debug)]
+pub(crate) struct DpsTerm<'a> {
+    operator: &'a dyn LinearOperator,
+    y: Tensor,
+    zeta: f64,
+    pub(crate) stats: StatsCell,
+}
+
+impl<'a> DpsTerm<'a> {
+    /// As [`Dps::new`].
+    pub(crate) fn new(operator: &'a dyn LinearOperator, y: &Tensor, zeta: f64) -> Result<Self> {
+        check_y(operator, y)?;
+        if !(zeta.is_finite() && zeta >= 0.0) {
+            return Err(SamplingError::config("Dps.zeta", format!("must be finite and ≥ 0, got {zeta}")));
+        }
+        Ok(Self { operator, y: y.detach(), zeta, stats: StatsCell::default() })
+    }
+
+    /// As [`Dps::guidance`].
+    pub(crate) fn guidance(
+        &self,
+        prior: &dyn Denoiser,
+        x_t: &Tensor,
+        sigma: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         check_x("Dps::step", self.operator, self.y.size()[0], x_t)?;
         self.stats.update(|s| {
             s.calls += 1;
@@ -126,6 +143,23 @@ impl<'a> Dps<'a> {
             tape.check()?;
             Ok((g.detach(), x_hat_d))
         })
+    }
+
+    /// One DPS step from `t` to `s` under `schedule`: `x_s = DDPM(x_t, x̂) + ζ Jᵀ Aᵀ r / ||r||₂`.
+    pub(crate) fn step(
+        &self,
+        schedule: &dyn Schedule,
+        prior: &dyn Denoiser,
+        x_t: &Tensor,
+        t: f64,
+        s: f64,
+        rng: &mut NoiseRng,
+    ) -> Result<Tensor> {
+        let (sigma_t, sigma_s) = (schedule.sigma_at(t), schedule.sigma_at(s));
+        let sigma = crate::sampler::sigma_tensor(x_t, sigma_t);
+        let (g, x_hat) = self.guidance(prior, x_t, &sigma)?;
+        let eps = rng.normal_like(x_t);
+        Ok(ddpm_update(x_t, &x_hat, sigma_t, sigma_s, &eps) + g * self.zeta)
     }
 }
 
@@ -155,10 +189,6 @@ impl Sampler for Dps<'_> {
         s: f64,
         rng: &mut NoiseRng,
     ) -> Result<Tensor> {
-        let (sigma_t, sigma_s) = (self.schedule.sigma_at(t), self.schedule.sigma_at(s));
-        let sigma = crate::sampler::sigma_tensor(x_t, sigma_t);
-        let (g, x_hat) = self.guidance(denoiser, x_t, &sigma)?;
-        let eps = rng.normal_like(x_t);
-        Ok(ddpm_update(x_t, &x_hat, sigma_t, sigma_s, &eps) + g * self.zeta)
+        self.term.step(self.schedule.as_ref(), denoiser, x_t, t, s, rng)
     }
 }
