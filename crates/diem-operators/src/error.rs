@@ -53,9 +53,9 @@ pub enum Error {
     /// ([`LinearOperator::kind`](crate::LinearOperator::kind) and
     /// [`LinearOperator::params`](crate::LinearOperator::params)), or no loader reads its kind back.
     #[error(
-        "operator {kind:?} cannot be saved: {reason} (to persist a custom operator, implement \
+        "operator {kind:?} cannot be saved: {reason}. To persist a custom operator, implement \
              `LinearOperator::kind` (a name of ASCII letters, digits and `_`) and `LinearOperator::params`, \
-             and register a loader with `diem_operators::register_operator`)"
+             and register a loader with `diem_operators::register_operator`"
     )]
     NotPersistable {
         /// The operator's kind string (its Rust type name when it does not implement `kind`).

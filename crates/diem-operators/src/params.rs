@@ -199,8 +199,8 @@ pub(crate) fn check_persistable(kind: &str, lookup: &dyn Fn(&str) -> Option<Oper
     let refuse = |reason: String| Err(Error::NotPersistable { kind: kind.to_string(), reason });
     let Some(tree) = parse_kind(kind) else {
         return refuse(
-            "its kind is not a kind string (the default `kind()`, the Rust type name, of an operator that \
-             does not implement persistence)"
+            "its kind is not a kind string (an FnOperator holds a closure, and an operator that keeps the \
+             default `kind()`, its Rust type name, has no persistence)"
                 .into(),
         );
     };
