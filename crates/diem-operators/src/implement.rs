@@ -1,4 +1,4 @@
-//! Everything needed to implement [`LinearOperator`](crate::LinearOperator) outside this crate, in one
+//! Everything needed to implement [`LinearOperator`] outside this crate, in one
 //! import (`use diem_operators::implement::*;`): the trait, its clone helper, the autograd adjoint, the
 //! shape and parameter checks the built-in operators use, and persistence ([`Params`],
 //! [`register_operator`]).

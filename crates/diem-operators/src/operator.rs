@@ -57,12 +57,13 @@ use tch::{Device, Kind, Tensor};
 /// A batch of per-sample linear maps with adjoints (SPEC.md §1).
 ///
 /// Only [`x_shape`](Self::x_shape), [`y_shape`](Self::y_shape) and [`apply`](Self::apply) are required;
-/// see the [module documentation](self) for the defaults of the others. `apply` and `adjoint` are built from
-/// differentiable libtorch operations, so autograd flows through them (MMPS differentiates through
-/// `A(D(x_t))`), and the adjoint equals autograd's transpose: `⟨A x, u⟩ = ⟨x, Aᵀ u⟩` per sample, and
-/// `adjoint(u)` equals the vector-Jacobian product of `apply` with cotangent `u` (SPEC.md §12.1 item 1).
-/// The built-in operators cast their parameters to the input's dtype on the fly, so one operator serves f32
-/// and f64 inputs; they are *not* moved across devices implicitly (use [`LinearOperator::to_device`]).
+/// see the [module documentation](crate::operator) for the defaults of the others. `apply` and `adjoint`
+/// are built from differentiable libtorch operations, so autograd flows through them (MMPS differentiates
+/// through `A(D(x_t))`), and the adjoint equals autograd's transpose: `⟨A x, u⟩ = ⟨x, Aᵀ u⟩` per sample,
+/// and `adjoint(u)` equals the vector-Jacobian product of `apply` with cotangent `u` (docs/method.md
+/// §12.1 item 1). The built-in operators cast their parameters to the input's dtype on the fly, so one
+/// operator serves f32 and f64 inputs; they are *not* moved across devices implicitly (use
+/// [`LinearOperator::to_device`]).
 pub trait LinearOperator: OperatorClone + std::fmt::Debug + Send {
     /// Per-sample input shape (without the batch axis).
     fn x_shape(&self) -> Vec<i64>;
@@ -194,7 +195,7 @@ fn grad_enabled() -> bool {
 }
 
 /// The autograd adjoint of `op.apply`: the vector-Jacobian product
-/// `Aᵀ u = ∂⟨A x, u⟩/∂x = J_A(x)ᵀ u` (SPEC.md §1, §12.1 item 1), the default of
+/// `Aᵀ u = ∂⟨A x, u⟩/∂x = J_A(x)ᵀ u` (docs/method.md §1, §12.1 item 1), the default of
 /// [`LinearOperator::adjoint`].
 ///
 /// `x` is a zero tensor `[N, ..x_shape]` in `u`'s dtype and device (`N = u.size()[0]`), recorded under a

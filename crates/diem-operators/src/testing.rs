@@ -1,4 +1,4 @@
-//! Checks every operator must pass (SPEC.md §12.1 item 1), usable from other crates' tests and for
+//! Checks every operator must pass (docs/method.md §12.1 item 1), usable from other crates' tests and for
 //! custom operators: [`check_operator`] runs them all and returns an [`OperatorReport`];
 //! [`power_method`] and [`dense_norm`] estimate and compute `‖A‖₂`.
 
@@ -148,7 +148,7 @@ pub struct OperatorReport {
     pub persistence_gap: Option<f64>,
 }
 
-/// The checks every operator must pass (SPEC.md §12.1 item 1), the way deepinv tests its physics, on
+/// The checks every operator must pass (docs/method.md §12.1 item 1), the way deepinv tests its physics, on
 /// seeded f64 probes of `N = max(batch(), 2)` samples: output shapes, linearity, the dot test
 /// `⟨A x, u⟩ = ⟨x, Aᵀ u⟩` per sample, the adjoint against autograd's vector-Jacobian product, a
 /// power-method estimate of `‖A‖₂`, and, for a persistable operator, the round trip through
