@@ -5,13 +5,13 @@ use std::path::PathBuf;
 /// Everything that can go wrong in a study or a benchmark harness.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BenchError {
+pub enum Error {
     /// A model or denoiser could not be built.
     #[error(transparent)]
     Models(#[from] diem_models::Error),
     /// A metric failed (shapes, non-finite samples, Sinkhorn settings).
     #[error(transparent)]
-    Metrics(#[from] diem_metrics::MetricsError),
+    Metrics(#[from] diem_metrics::Error),
     /// A libtorch operation failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -49,7 +49,7 @@ pub enum BenchError {
     },
     /// A sampler or a guidance method failed.
     #[error(transparent)]
-    Sampling(#[from] diem_sampling::SamplingError),
+    Sampling(#[from] diem_sampling::Error),
     /// An operator or an observation could not be built.
     #[error(transparent)]
     Operators(#[from] diem_operators::Error),
@@ -71,25 +71,29 @@ pub enum BenchError {
     },
 }
 
-/// `Result` with this crate's [`BenchError`].
-pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl BenchError {
-    /// A [`BenchError::Config`] for `field`.
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_benches::Error`).
+pub type BenchError = Error;
+
+impl Error {
+    /// A [`Error::Config`] for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config { field: field.into(), reason: reason.into() }
     }
 
-    /// A [`BenchError::Io`] for `path`.
+    /// A [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }
 }
 
-impl From<diem_plot::PlotError> for BenchError {
-    fn from(e: diem_plot::PlotError) -> Self {
+impl From<diem_plot::Error> for Error {
+    fn from(e: diem_plot::Error) -> Self {
         match e {
-            diem_plot::PlotError::Io { path, source } => Self::Io { path, source },
+            diem_plot::Error::Io { path, source } => Self::Io { path, source },
             other => Self::Plot { path: std::path::PathBuf::new(), message: other.to_string() },
         }
     }

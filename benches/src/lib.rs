@@ -32,4 +32,4 @@ pub mod report;
 pub mod stats;
 pub mod sweep;
 
-pub use error::{BenchError, Result};
+pub use error::{BenchError, Error, Result};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// File errors name the file; configuration errors name the (dotted) field.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CifarError {
+pub enum Error {
     /// A configuration value is out of its valid range.
     #[error("invalid CIFAR-10 configuration: {field}: {reason}")]
     Config {
@@ -75,34 +75,38 @@ pub enum CifarError {
     Models(#[from] diem_models::Error),
     /// Sampling failed.
     #[error(transparent)]
-    Sampling(#[from] diem_sampling::SamplingError),
+    Sampling(#[from] diem_sampling::Error),
     /// A metric (FID, IS) failed.
     #[error(transparent)]
-    Metrics(#[from] diem_metrics::MetricsError),
+    Metrics(#[from] diem_metrics::Error),
     /// Drawing a figure failed.
     #[error(transparent)]
-    Plot(#[from] diem_plot::PlotError),
+    Plot(#[from] diem_plot::Error),
     /// The EM run failed.
     #[error(transparent)]
-    Em(#[from] diem_em::EmError),
+    Em(#[from] diem_em::Error),
 }
 
-impl CifarError {
-    /// A [`CifarError::Config`] for `field`.
+impl Error {
+    /// A [`Error::Config`] for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config { field: field.into(), reason: reason.into() }
     }
 
-    /// A [`CifarError::Format`] for `path`.
+    /// A [`Error::Format`] for `path`.
     pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Self::Format { path: path.into(), reason: reason.into() }
     }
 
-    /// A [`CifarError::Io`] for `path`.
+    /// A [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }
 }
 
-/// `Result` with this crate's [`CifarError`].
-pub type Result<T, E = CifarError> = std::result::Result<T, E>;
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_cifar::Error`).
+pub type CifarError = Error;

@@ -65,7 +65,7 @@ pub mod synthetic;
 
 pub use config::{CifarConfig, EvalConfig, SyntheticConfig, CIFAR_TRAIN_IMAGES};
 pub use download::{download_archive, md5_file, DownloadOptions, CIFAR_MD5, CIFAR_URL};
-pub use error::{CifarError, Result};
+pub use error::{CifarError, Error, Result};
 pub use fid::{FidEvaluator, REFERENCE_STATS_FILE};
 pub use format::{
     pack_archive, read_archive, read_batch_file, read_folder, to_uint8, to_unit, u8_to_unit, unit_to_u8,

@@ -3,7 +3,7 @@
 /// Everything that can go wrong in a collective or in setting one up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum DistError {
+pub enum Error {
     /// Another rank failed; its error is carried as text so every rank can report it.
     #[error("rank {rank} of {size} failed: {message}")]
     RankFailed {
@@ -72,7 +72,11 @@ pub enum DistError {
 }
 
 /// The crate's result type.
-pub type Result<T, E = DistError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_dist::Error`).
+pub type DistError = Error;
 
 /// An error with all its causes, `outer: cause: cause`, as sent to other ranks.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

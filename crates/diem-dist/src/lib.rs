@@ -40,7 +40,7 @@ pub mod mpi;
 pub mod nccl;
 pub mod single;
 
-pub use error::{error_chain, DistError, Result};
+pub use error::{error_chain, DistError, Error, Result};
 pub use launch::{decide, init, BackendChoice, Compiled, Launch};
 pub use single::Single;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// File errors name the file; configuration errors name the (dotted) field.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EmError {
+pub enum Error {
     /// A configuration value is out of its valid range.
     #[error("invalid configuration: {field}: {reason}")]
     Config {
@@ -91,7 +91,7 @@ pub enum EmError {
     Torch(#[from] tch::TchError),
     /// A DPLR or PPCA operation failed.
     #[error(transparent)]
-    Linalg(#[from] diem_linalg::LinalgError),
+    Linalg(#[from] diem_linalg::Error),
     /// An operator or observation check failed.
     #[error(transparent)]
     Operators(#[from] diem_operators::Error),
@@ -100,13 +100,13 @@ pub enum EmError {
     Models(#[from] diem_models::Error),
     /// A sampler or posterior denoiser failed.
     #[error(transparent)]
-    Sampling(#[from] diem_sampling::SamplingError),
+    Sampling(#[from] diem_sampling::Error),
     /// A metric failed.
     #[error(transparent)]
-    Metrics(#[from] diem_metrics::MetricsError),
+    Metrics(#[from] diem_metrics::Error),
     /// A collective failed, the ranks disagree, or another rank failed (its error's text is carried).
     #[error(transparent)]
-    Dist(#[from] diem_dist::DistError),
+    Dist(#[from] diem_dist::Error),
     /// A [`crate::LapObserver`] failed.
     #[error("observer `{name}`: {source}")]
     Observer {
@@ -126,31 +126,35 @@ fn row_list(rows: &[i64]) -> String {
     s.join(", ")
 }
 
-/// `Result` with this crate's [`EmError`].
-pub type Result<T, E = EmError> = std::result::Result<T, E>;
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl EmError {
-    /// A [`EmError::Config`] for `field`.
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_em::Error`).
+pub type EmError = Error;
+
+impl Error {
+    /// A [`Error::Config`] for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config { field: field.into(), reason: reason.into() }
     }
 
-    /// A [`EmError::Shape`] for `what`.
+    /// A [`Error::Shape`] for `what`.
     pub fn shape(what: impl Into<String>, expected: impl Into<String>, got: &[i64]) -> Self {
         Self::Shape { what: what.into(), expected: expected.into(), got: got.to_vec() }
     }
 
-    /// An [`EmError::Io`] for `path`.
+    /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }
 
-    /// An [`EmError::File`] for `path`.
+    /// An [`Error::File`] for `path`.
     pub fn file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Self::File { path: path.into(), reason: reason.into() }
     }
 
-    /// An [`EmError::NonFinite`] for the non-finite rows of `t` (`None` when every entry is finite, or `t`
+    /// An [`Error::NonFinite`] for the non-finite rows of `t` (`None` when every entry is finite, or `t`
     /// is not a float tensor).
     pub fn non_finite(what: impl Into<String>, t: &tch::Tensor) -> Option<Self> {
         let rows = non_finite_rows(t);
@@ -160,7 +164,7 @@ impl EmError {
         Some(Self::NonFinite { what: what.into(), rows, total: t.size().first().copied().unwrap_or(1) })
     }
 
-    /// An [`EmError::Observer`] wrapping any error.
+    /// An [`Error::Observer`] wrapping any error.
     pub fn observer(
         name: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,

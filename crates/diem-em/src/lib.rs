@@ -63,7 +63,7 @@ pub use config::{
     PosteriorSpec, RefitConfig, SafeguardSpec, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
 };
 pub use diagnostics::{observation_diagnostic, sample_stats, ObservationDiagnostic, SampleStats};
-pub use error::{EmError, Result};
+pub use error::{EmError, Error, Result};
 pub use estep::{posterior_samples, posterior_shard, EStepPlan, EStepShard};
 pub use gaussian::{cov_x_mmps, fit_gaussian, fit_gaussian_on, fit_gaussian_with, GaussianPrior};
 pub use io::{read_npy, write_npy, RunState};

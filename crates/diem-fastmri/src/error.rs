@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// the file; configuration errors name the field.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FastMriError {
+pub enum Error {
     /// A configuration value or command-line option is out of its valid range.
     #[error("invalid fastMRI configuration: {field}: {reason}")]
     Config {
@@ -66,34 +66,38 @@ pub enum FastMriError {
     Models(#[from] diem_models::Error),
     /// Sampling failed.
     #[error(transparent)]
-    Sampling(#[from] diem_sampling::SamplingError),
+    Sampling(#[from] diem_sampling::Error),
     /// PSNR/SSIM failed.
     #[error(transparent)]
-    Metrics(#[from] diem_metrics::MetricsError),
+    Metrics(#[from] diem_metrics::Error),
     /// Drawing a figure failed.
     #[error(transparent)]
-    Plot(#[from] diem_plot::PlotError),
+    Plot(#[from] diem_plot::Error),
     /// The EM run failed.
     #[error(transparent)]
-    Em(#[from] diem_em::EmError),
+    Em(#[from] diem_em::Error),
 }
 
-impl FastMriError {
-    /// A [`FastMriError::Config`] for `field`.
+impl Error {
+    /// A [`Error::Config`] for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config { field: field.into(), reason: reason.into() }
     }
 
-    /// A [`FastMriError::Io`] for `path`.
+    /// A [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }
 
-    /// A [`FastMriError::Data`] for `path`.
+    /// A [`Error::Data`] for `path`.
     pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Self::Data { path: path.into(), reason: reason.into() }
     }
 }
 
-/// `Result` with this crate's [`FastMriError`].
-pub type Result<T, E = FastMriError> = std::result::Result<T, E>;
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_fastmri::Error`).
+pub type FastMriError = Error;

@@ -52,7 +52,7 @@ pub use data::{
     extract, load_volume, make_fixture, normalize_volume, ExtractIndex, Normalization, Split, VolumeEntry,
     FIRST_SLICE, INDEX_FILE, LAST_SLICE,
 };
-pub use error::{FastMriError, Result};
+pub use error::{Error, FastMriError, Result};
 pub use observer::{gaussian_samples, r_tag, to_images, MriObserver, POSTERIOR_FIGURE, PRIOR_FIGURE};
 pub use prepare::{
     images_file, mix_seed, observations_file, prepare, simulate_kspace, PrepareConfig, PrepareSummary,

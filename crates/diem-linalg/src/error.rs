@@ -6,7 +6,7 @@
 /// can tell which tensor was wrong without a debugger.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LinalgError {
+pub enum Error {
     /// A tensor or array had the wrong shape.
     #[error("{op}: argument `{arg}` has shape {got:?}, expected {expected}")]
     Shape {
@@ -44,5 +44,9 @@ pub enum LinalgError {
     Torch(#[from] tch::TchError),
 }
 
-/// `Result` with [`LinalgError`] as the default error.
-pub type Result<T, E = LinalgError> = std::result::Result<T, E>;
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_linalg::Error`).
+pub type LinalgError = Error;

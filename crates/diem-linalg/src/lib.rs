@@ -41,7 +41,7 @@ pub mod space;
 pub use bicgstab::{bicgstab, bicgstab_with};
 pub use cg::{cg, cg_with, Safeguard, StandIn};
 pub use dplr::Dplr;
-pub use error::{LinalgError, Result};
+pub use error::{Error, LinalgError, Result};
 pub use gmres::{gmres, gmres_with};
 pub use krylov::Krylov;
 pub use ppca::{ppca, ppca_with, PpcaMethod, PpcaParams, PpcaPath};

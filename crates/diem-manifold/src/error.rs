@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// What can go wrong while generating, running or reporting the manifold experiment.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ManifoldError {
+pub enum Error {
     /// A configuration value is out of its valid range.
     #[error("invalid manifold configuration: {field}: {reason}")]
     Config {
@@ -19,19 +19,19 @@ pub enum ManifoldError {
     Models(#[from] diem_models::Error),
     /// Building the projections or the observations failed.
     #[error(transparent)]
-    Operators(#[from] diem_operators::error::Error),
+    Operators(#[from] diem_operators::Error),
     /// Sampling a prior failed.
     #[error(transparent)]
-    Sampling(#[from] diem_sampling::SamplingError),
+    Sampling(#[from] diem_sampling::Error),
     /// The Sinkhorn metric failed.
     #[error(transparent)]
-    Metrics(#[from] diem_metrics::MetricsError),
+    Metrics(#[from] diem_metrics::Error),
     /// Drawing a figure failed.
     #[error(transparent)]
-    Plot(#[from] diem_plot::PlotError),
+    Plot(#[from] diem_plot::Error),
     /// The EM run failed.
     #[error(transparent)]
-    Em(#[from] diem_em::error::EmError),
+    Em(#[from] diem_em::Error),
     /// A libtorch operation failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -53,17 +53,21 @@ pub enum ManifoldError {
     },
 }
 
-impl ManifoldError {
-    /// A [`ManifoldError::Config`] for `field`.
+impl Error {
+    /// A [`Error::Config`] for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config { field: field.into(), reason: reason.into() }
     }
 
-    /// A [`ManifoldError::Io`] for `path`.
+    /// A [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }
 }
 
 /// Result alias of the manifold module.
-pub type Result<T> = std::result::Result<T, ManifoldError>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_manifold::Error`).
+pub type ManifoldError = Error;

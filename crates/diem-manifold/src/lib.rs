@@ -54,7 +54,7 @@ mod run;
 pub use bench::{bench_em, matmul_peak, mlp_macs, BenchReport};
 pub use config::{DataConfig, ManifoldConfig, MetricConfig};
 pub use data::{filter_inside, to_host, ManifoldData};
-pub use error::{ManifoldError, Result};
+pub use error::{Error, ManifoldError, Result};
 pub use observer::{gaussian_samples, ManifoldObserver, GAUSSIAN_CORNER_FILE, LAP_CORNER_FILE};
 pub use report::{
     corner_path, report_markdown, write_report, EStepRecord, Evaluator, LapRecord, CURVE_FILE, FILTER_BOUND,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 /// What can go wrong when computing a metric.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
+#[non_exhaustive]
+pub enum Error {
     /// An input tensor has the wrong number of dimensions or mismatched sizes.
     #[error("{metric}: {what}")]
     Shape {
@@ -102,19 +103,23 @@ pub enum MetricsError {
 }
 
 /// Result alias for this crate.
-pub type Result<T> = std::result::Result<T, MetricsError>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_metrics::Error`).
+pub type MetricsError = Error;
 
 /// Checks that a tensor is `[n, d]` with n ≥ 1 and finite entries.
 pub(crate) fn check_points(metric: &'static str, input: &'static str, t: &tch::Tensor) -> Result<(i64, i64)> {
     let size = t.size();
     let &[n, d] = size.as_slice() else {
-        return Err(MetricsError::Shape { metric, what: format!("{input} must be [n, d], got {size:?}") });
+        return Err(Error::Shape { metric, what: format!("{input} must be [n, d], got {size:?}") });
     };
     if n < 1 || d < 1 {
-        return Err(MetricsError::Shape { metric, what: format!("{input} must be non-empty, got {size:?}") });
+        return Err(Error::Shape { metric, what: format!("{input} must be non-empty, got {size:?}") });
     }
     if !bool::try_from(t.f_isfinite()?.f_all()?)? {
-        return Err(MetricsError::NonFinite { metric, input });
+        return Err(Error::NonFinite { metric, input });
     }
     Ok((n, d))
 }

@@ -38,7 +38,7 @@ pub mod moments;
 pub mod sinkhorn;
 mod torchscript;
 
-pub use error::{MetricsError, Result};
+pub use error::{Error, MetricsError, Result};
 pub use fid::{frechet_distance, FeatureStats};
 pub use image::{psnr, ssim};
 pub use inception::{fid_is, to_uint8_range, FidIs, InceptionNet};

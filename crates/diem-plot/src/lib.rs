@@ -22,7 +22,7 @@
 //!     ..LinePlot::default()
 //! };
 //! line_plot(&plot, std::path::Path::new("curve.png"))?;
-//! # Ok::<(), diem_plot::PlotError>(())
+//! # Ok::<(), diem_plot::Error>(())
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -40,7 +40,8 @@ pub use lines::{line_plot, LinePlot, Series};
 
 /// What can go wrong while drawing or writing a figure.
 #[derive(Debug, thiserror::Error)]
-pub enum PlotError {
+#[non_exhaustive]
+pub enum Error {
     /// The data cannot be plotted as given.
     #[error("{figure}: {what}")]
     Data {
@@ -68,7 +69,11 @@ pub enum PlotError {
 }
 
 /// Result alias of this crate.
-pub type Result<T> = std::result::Result<T, PlotError>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_plot::Error`).
+pub type PlotError = Error;
 
 /// Draws into a temporary `.png` beside `path` and renames it into place, so a crash never leaves a
 /// half-written figure under the final name.
@@ -77,22 +82,20 @@ pub(crate) fn write_png_atomically(
     draw: impl FnOnce(&Path) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })?;
+    std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let stem = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "figure".into());
     let tmp = parent.join(format!(".{stem}.{}.tmp.png", std::process::id()));
     if let Err(message) = draw(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(PlotError::Draw { path: path.to_path_buf(), message });
+        return Err(Error::Draw { path: path.to_path_buf(), message });
     }
-    std::fs::rename(&tmp, path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Checks that every value is finite, naming the figure and the input otherwise.
 pub(crate) fn check_finite(figure: &'static str, input: &str, values: &[f64]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => {
-            Err(PlotError::Data { figure, what: format!("{input}[{i}] = {} is not finite", values[i]) })
-        }
+        Some(i) => Err(Error::Data { figure, what: format!("{input}[{i}] = {} is not finite", values[i]) }),
         None => Ok(()),
     }
 }

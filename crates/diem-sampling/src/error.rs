@@ -6,7 +6,7 @@
 /// tensor and both shapes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SamplingError {
+pub enum Error {
     /// A configuration value is out of its valid range.
     #[error("invalid configuration: {field}: {reason}")]
     Config {
@@ -29,7 +29,7 @@ pub enum SamplingError {
     },
     /// A Krylov solve or DPLR operation failed.
     #[error(transparent)]
-    Linalg(#[from] diem_linalg::LinalgError),
+    Linalg(#[from] diem_linalg::Error),
     /// An operator or noise-covariance check failed.
     #[error(transparent)]
     Operators(#[from] diem_operators::Error),
@@ -41,17 +41,21 @@ pub enum SamplingError {
     Torch(#[from] tch::TchError),
 }
 
-impl SamplingError {
-    /// A [`SamplingError::Config`] error.
+impl Error {
+    /// A [`Error::Config`] error.
     pub fn config(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Config { field, reason: reason.into() }
     }
 
-    /// A [`SamplingError::Shape`] error.
+    /// A [`Error::Shape`] error.
     pub fn shape(op: &'static str, what: &'static str, expected: impl Into<String>, got: &[i64]) -> Self {
         Self::Shape { op, what, expected: expected.into(), got: got.to_vec() }
     }
 }
 
-/// `Result` with [`SamplingError`] as the default error.
-pub type Result<T, E = SamplingError> = std::result::Result<T, E>;
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The old name of [`Error`], kept so that code written against it compiles: every crate of the workspace
+/// names its error `Error` and its result `Result` at its root (`diem_sampling::Error`).
+pub type SamplingError = Error;

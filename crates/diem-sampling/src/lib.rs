@@ -46,7 +46,7 @@ pub mod sampler;
 pub mod spec;
 
 pub use counting::CountingDenoiser;
-pub use error::{Result, SamplingError};
+pub use error::{Error, Result, SamplingError};
 pub use guidance::{
     CovHeuristic, DiffPir, DiffPirConfig, Dps, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm,
     PgdmConfig, SolverConfig, Tmpd, TmpdConfig,
