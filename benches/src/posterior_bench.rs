@@ -115,10 +115,10 @@ impl BenchProblem {
     /// libtorch write errors.
     pub fn export(&self, path: &Path) -> Result<()> {
         use diem_models::Denoiser;
-        let probe_out = tch::no_grad(|| self.model.denoiser.denoise(&self.probe_x, &self.probe_sigma));
+        let probe_out = tch::no_grad(|| self.model.denoiser().denoise(&self.probe_x, &self.probe_sigma));
         let mut named: Vec<(String, Tensor)> = self
             .model
-            .vs
+            .var_store()
             .variables()
             .into_iter()
             .map(|(k, v)| (format!("net.{k}"), v.detach().to_device(Device::Cpu)))
@@ -150,7 +150,7 @@ impl BenchProblem {
         };
         let model = PriorModel::new(network(), VeSchedule::manifold(), device)?;
         tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in model.vs.variables() {
+            for (name, mut var) in model.var_store().variables() {
                 var.f_copy_(&get(&format!("net.{name}"))?)?;
             }
             Ok(())
@@ -232,8 +232,8 @@ pub fn run_method(
     let op = Projection::new(problem.matrices.shallow_clone(), &[5])
         .map_err(|e| BenchError::config("projection", e.to_string()))?;
     let grid = TimeGrid::uniform(steps).map_err(|e| BenchError::config("steps", e.to_string()))?;
-    let schedule = problem.model.schedule;
-    let prior = &problem.model.denoiser;
+    let schedule = problem.model.schedule();
+    let prior = problem.model.denoiser();
     let noise = NoiseCov::isotropic(SIGMA_Y).map_err(|e| BenchError::config("sigma_y", e.to_string()))?;
     let mut rng = NoiseRng::torch();
     tch::manual_seed(seed as i64);

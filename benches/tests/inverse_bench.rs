@@ -344,7 +344,7 @@ fn tiny_unet_checkpoint(dir: &Path) {
     checkpoint::save(dir, &model, None).unwrap();
     let (loaded, _) = checkpoint::load(dir, Device::Cpu).unwrap();
     let x = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
-    assert_eq!(loaded.denoiser.denoise(&x, &Tensor::from(1.0f32)).size(), vec![1, 3, 32, 32]);
+    assert_eq!(loaded.denoiser().denoise(&x, &Tensor::from(1.0f32)).size(), vec![1, 3, 32, 32]);
 }
 
 fn parse_cell(cell: &str) -> Vec<Option<f64>> {

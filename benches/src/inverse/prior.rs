@@ -367,11 +367,11 @@ struct ModelDenoiser(Box<PriorModel>);
 
 impl Denoiser for ModelDenoiser {
     fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
-        self.0.denoiser.denoise(x_t, sigma)
+        self.0.denoiser().denoise(x_t, sigma)
     }
 
     fn prior_mean(&self) -> Option<&Tensor> {
-        self.0.denoiser.prior_mean()
+        self.0.denoiser().prior_mean()
     }
 }
 
@@ -395,7 +395,7 @@ impl ScaledDenoiser {
     /// # Errors
     /// As [`ScaledDenoiser::new`].
     pub fn from_model(model: Box<PriorModel>, scale: f64) -> Result<Self> {
-        let schedule = model.schedule;
+        let schedule = model.schedule();
         Self::new(Box::new(ModelDenoiser(model)), schedule, scale)
     }
 
@@ -503,7 +503,7 @@ impl BenchPrior {
     /// The denoiser `d(x, σ)` in VE units.
     pub fn denoiser(&self) -> &dyn Denoiser {
         match &self.source {
-            PriorSource::Ve(m) => &m.denoiser,
+            PriorSource::Ve(m) => m.denoiser(),
             PriorSource::Vp(n) => n.as_ref(),
             PriorSource::Custom(d, _) => d.as_ref(),
         }
@@ -521,7 +521,7 @@ impl BenchPrior {
     pub fn plan(&self, steps: usize) -> Result<SamplingPlan> {
         let grid = TimeGrid::uniform(steps)?;
         Ok(match &self.source {
-            PriorSource::Ve(m) => SamplingPlan { schedule: PlanSchedule::Ve(m.schedule), grid, vp: false },
+            PriorSource::Ve(m) => SamplingPlan { schedule: PlanSchedule::Ve(m.schedule()), grid, vp: false },
             PriorSource::Custom(_, s) => SamplingPlan { schedule: PlanSchedule::Ve(*s), grid, vp: false },
             PriorSource::Vp(n) => SamplingPlan {
                 schedule: PlanSchedule::Vp(RespacedSchedule::vp(n.table(), steps)?),

@@ -19,8 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
+use diem_models::ProgressObserver;
 use diem_operators::{Mask, NoiseCov, Observation};
-use indicatif::ProgressBar;
 use ndarray::{Array4, ArrayD};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,7 @@ pub fn observe(
     seed: u64,
     noise_std: f64,
     chunk: usize,
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn ProgressObserver>,
 ) -> Result<Observation> {
     let size = images.size();
     if size.len() != 4 || size[1..] != x_shape() || size[0] == 0 {
@@ -209,7 +209,7 @@ pub fn observe(
         let obs = Observation::simulate(&x, Box::new(mask), noise.clone(), mix([seed, 2, rho_key, c]))?;
         ys.push(obs.y);
         if let Some(bar) = progress {
-            bar.inc(1);
+            bar.advance(1);
         }
         start += len;
         c += 1;
@@ -306,7 +306,7 @@ pub fn prepare(data: &CifarData, source: &str, out: &Path, config: &PrepareConfi
     let progress = bar(chunks * config.rhos.len() as u64, config.progress);
     for &rho in &config.rhos {
         progress.set_message(format!("ρ = {rho}"));
-        let obs = observe(&images, rho, config.seed, config.noise_std, config.chunk, Some(progress.bar()))?;
+        let obs = observe(&images, rho, config.seed, config.noise_std, config.chunk, Some(&progress))?;
         let ones = Tensor::ones([1, CHANNELS, IMAGE_SIDE, IMAGE_SIDE], (Kind::Float, Device::Cpu));
         let kept = obs.operator.apply(&ones.expand([obs.len(), -1, -1, -1], false));
         let deleted_fraction = 1.0 - kept.mean(Kind::Double).double_value(&[]);

@@ -37,7 +37,7 @@ pub fn sampler_spec(name: &str, steps: usize) -> Result<SamplerSpec> {
 
 /// The per-sample latent shape of a model: its prior mean's shape.
 fn latent_shape(model: &PriorModel, dir: &Path) -> Result<Vec<i64>> {
-    match model.denoiser.mean() {
+    match model.mean() {
         Some(m) => Ok(m.size()),
         None => {
             bail!("{}: the checkpoint carries no prior mean, so its sample shape is unknown", dir.display())
@@ -88,14 +88,14 @@ pub fn sample(a: &SampleArgs<'_>) -> Result<()> {
     let latent = latent_shape(&model, &dir)?;
     let per_row = diem_operators::operator::checked_numel(&latent).unwrap_or(i64::MAX);
     check_memory(&format!("-n {n}"), n, per_row, a.chunk)?;
-    let s = spec.build(model.schedule)?;
+    let s = spec.build(model.schedule())?;
     let mut parts = Vec::new();
     let mut start = 0;
     while start < n {
         let len = a.chunk.min(n - start);
         let mut shape = vec![len];
         shape.extend(&latent);
-        let watch = Watch::new(&model.denoiser);
+        let watch = Watch::new(model.denoiser());
         let mut rng = NoiseRng::seeded(a.seed.wrapping_add((start / a.chunk) as u64));
         let x = s.sample(&watch, &shape, Kind::Float, a.device, &mut rng)?;
         let what = format!("{} sampling from {}", a.sampler, dir.display());
@@ -208,8 +208,8 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
         None
     };
     let spec = sampler_spec(a.sampler, a.steps)?;
-    let sampler = spec.build(model.schedule)?;
-    let prior: &dyn Denoiser = &model.denoiser;
+    let sampler = spec.build(model.schedule())?;
+    let prior: &dyn Denoiser = model.denoiser();
     let n = obs.len();
     let chunk = a.chunk;
     let hint = if a.method == "mmps-zeros" && a.unguarded {
@@ -261,7 +261,7 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
                 (x, w.first_non_finite())
             }
             _ => {
-                let dps = Dps::from_observation(model.schedule, TimeGrid::uniform(a.steps)?, &sub, a.zeta)?;
+                let dps = Dps::from_observation(model.schedule(), TimeGrid::uniform(a.steps)?, &sub, a.zeta)?;
                 let w = Watch::new(prior);
                 let x = dps.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
                 (x, w.first_non_finite())

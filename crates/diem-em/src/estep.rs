@@ -6,7 +6,7 @@ use std::ops::Range;
 use diem_models::Denoiser;
 use diem_operators::Observation;
 use diem_sampling::{GuidanceStats, Mmps, MmpsConfig, NoiseRng, Sampler};
-use indicatif::ProgressBar;
+use diem_models::ProgressObserver;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{EmError, Result};
@@ -51,7 +51,7 @@ pub fn posterior_samples(
     obs: &Observation,
     sampler: &dyn Sampler,
     plan: &EStepPlan,
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn ProgressObserver>,
 ) -> Result<Tensor> {
     let chunks = chunk_count(obs.len(), plan.samples_per_observation, plan.chunk);
     Ok(posterior_shard(prior, obs, sampler, plan, 0..chunks, progress)?.samples)
@@ -80,7 +80,7 @@ pub fn posterior_shard(
     sampler: &dyn Sampler,
     plan: &EStepPlan,
     chunks: Range<u64>,
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn ProgressObserver>,
 ) -> Result<EStepShard> {
     let n = obs.len();
     if n == 0 {
@@ -109,7 +109,7 @@ pub fn posterior_shard(
         stats += mmps.stats();
         parts.push(x.to_device(home));
         if let Some(bar) = progress {
-            bar.inc(1);
+            bar.advance(1);
         }
         start += len;
         c += 1;

@@ -16,7 +16,7 @@ use diem_models::checkpoint::{read_safetensors, tensors_to_safetensors};
 use diem_models::{GaussianDenoiser, VeSchedule};
 use diem_operators::Observation;
 use diem_sampling::{Ddim, MmpsConfig, TimeGrid};
-use indicatif::ProgressBar;
+use diem_models::ProgressObserver;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Covariance, GaussianEmConfig, PosteriorSpec, SolverSpec};
@@ -162,7 +162,7 @@ pub fn fit_gaussian_with(
     config: &GaussianEmConfig,
     schedule: VeSchedule,
     seed: u64,
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn ProgressObserver>,
     on_iteration: &mut dyn FnMut(usize, &GaussianPrior) -> Result<()>,
 ) -> Result<GaussianPrior> {
     fit_gaussian_on(&Single, obs, config, schedule, seed, progress, on_iteration)
@@ -181,7 +181,7 @@ pub fn fit_gaussian_on(
     config: &GaussianEmConfig,
     schedule: VeSchedule,
     seed: u64,
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn ProgressObserver>,
     on_iteration: &mut dyn FnMut(usize, &GaussianPrior) -> Result<()>,
 ) -> Result<GaussianPrior> {
     let checked = (|| {

@@ -1,7 +1,11 @@
 //! The M-step (SPEC.md §8): train the denoiser on the (filtered) E-step samples, continuing from the current
 //! weights with a fresh optimizer and a restarted EMA; with an EMA the model ends at the EMA weights.
 
-use diem_models::{Ema, GradientReducer, PriorModel, Schedule, TrainConfig, TrainReport, Trainer};
+use std::rc::Rc;
+
+use diem_models::{
+    Ema, GradientReducer, PriorModel, ProgressObserver, Schedule, TrainConfig, TrainReport, Trainer,
+};
 use tch::{Kind, Tensor};
 
 use crate::error::{EmError, Result};
@@ -88,6 +92,25 @@ pub fn m_step_parallel(
     lap: usize,
     parallel: Option<(Box<dyn GradientReducer>, i64)>,
 ) -> Result<(TrainReport, Option<Ema>, Vec<ValidationRecord>)> {
+    m_step_observed(model, data, validation, config, seed, lap, parallel, None)
+}
+
+/// [`m_step_parallel`] reporting its steps to `progress` (one task named "lap L: M-step steps"; `None`: the
+/// terminal display `config.progress` asks for).
+///
+/// # Errors
+/// As [`m_step_parallel`].
+#[allow(clippy::too_many_arguments)]
+pub fn m_step_observed(
+    model: &PriorModel,
+    data: &Tensor,
+    validation: Option<(&Tensor, u64)>,
+    config: &TrainConfig,
+    seed: u64,
+    lap: usize,
+    parallel: Option<(Box<dyn GradientReducer>, i64)>,
+    progress: Option<Rc<dyn ProgressObserver>>,
+) -> Result<(TrainReport, Option<Ema>, Vec<ValidationRecord>)> {
     if data.size()[0] == 0 {
         return Err(EmError::EmptyTrainingSet { lap, total: 0 });
     }
@@ -108,19 +131,24 @@ pub fn m_step_parallel(
     tch::manual_seed(torch_seed(seed));
     // The data stay where they are (host memory with `DataStorage::Host`): the trainer moves each batch.
     let data = data.to_kind(Kind::Float);
-    let device = model.vs.device();
-    let mut trainer = Trainer::new(&model.vs, config.clone())?.with_label(format!("lap {lap}: M-step steps"));
+    let device = model.var_store().device();
+    let mut trainer =
+        Trainer::new(model.var_store(), config.clone())?.with_label(format!("lap {lap}: M-step steps"));
+    if let Some(observer) = progress {
+        trainer = trainer.with_progress(observer);
+    }
     if let Some((reducer, local_batch)) = parallel {
         trainer = trainer.with_gradient_reducer(reducer, local_batch)?;
     }
     let mut records = Vec::new();
     let report = match &fixed {
-        None => trainer.fit(&model.denoiser, &data)?,
+        None => trainer.fit(model.denoiser(), &data)?,
         Some((x, sigma, z)) => {
             let every = config.log_every.max(1);
-            trainer.fit_with(&model.denoiser, &data, every, &mut |step, t| {
-                let loss =
-                    t.with_ema_weights(|| model.denoiser.mean_loss(x, sigma, z, config.batch_size, device))?;
+            trainer.fit_with(model.denoiser(), &data, every, &mut |step, t| {
+                let loss = t.with_ema_weights(|| {
+                    model.denoiser().mean_loss(x, sigma, z, config.batch_size, device)
+                })?;
                 records.push(ValidationRecord { step, loss });
                 Ok(())
             })?

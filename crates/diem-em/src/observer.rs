@@ -48,7 +48,7 @@ pub struct LapContext<'a> {
 impl LapContext<'_> {
     /// The model's noise schedule.
     pub fn schedule(&self) -> VeSchedule {
-        self.model.schedule
+        self.model.schedule()
     }
 
     /// Adds (or replaces) a field of this lap's metrics line.

@@ -250,6 +250,6 @@ impl FastMriConfig {
 pub fn size_multiple(network: &NetworkConfig) -> i64 {
     match network {
         NetworkConfig::Unet(u) => u.size_multiple(),
-        NetworkConfig::Mlp(_) => 1,
+        NetworkConfig::Mlp(_) | NetworkConfig::Custom(_) => 1,
     }
 }

@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use diem_models::ProgressObserver;
 use diem_operators::{KSpace, NoiseCov, Observation};
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -169,7 +169,7 @@ pub fn simulate_kspace(
     mask_seed: u64,
     noise_seed: u64,
     chunk: i64,
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn ProgressObserver>,
 ) -> Result<Observation> {
     let size = x.size();
     if size.len() != 4 || size[1] != 1 {
@@ -193,7 +193,7 @@ pub fn simulate_kspace(
         )?;
         ys.push(obs.y);
         if let Some(b) = progress {
-            b.inc(len as u64);
+            b.advance(len as u64);
         }
         start += len;
         c += 1;
@@ -208,14 +208,14 @@ fn split_images(
     root: &Path,
     entries: &[&crate::data::VolumeEntry],
     normalization: Normalization,
-    bar: &ProgressBar,
+    bar: &dyn ProgressObserver,
 ) -> Result<Option<Tensor>> {
     let mut parts = Vec::new();
     for e in entries {
         if let Some(v) = load_volume(cache, e)? {
             parts.push(normalize_volume(&v, normalization, &root.join(&e.file))?.unsqueeze(1));
         }
-        bar.inc(1);
+        bar.advance(1);
     }
     Ok((!parts.is_empty()).then(|| Tensor::cat(&parts, 0)))
 }
@@ -315,9 +315,9 @@ pub fn prepare(python: &Path, root: &Path, out: &Path, config: &PrepareConfig) -
         return Err(FastMriError::data(root, "no training volume (every kept volume is in a *val* folder)"));
     }
     let b = bar(config.progress, kept.len() as u64, "volumes normalized");
-    let train_x = split_images(&cache, root, &train, config.normalization, b.bar())?
+    let train_x = split_images(&cache, root, &train, config.normalization, &b)?
         .ok_or_else(|| FastMriError::data(root, "no training slice"))?;
-    let val_x = split_images(&cache, root, &val, config.normalization, b.bar())?;
+    let val_x = split_images(&cache, root, &val, config.normalization, &b)?;
     b.finish_and_clear();
     let s = config.seed;
     let seeds = [mix_seed(s, 1), mix_seed(s, 2), mix_seed(s, 3), mix_seed(s, 4)];
@@ -326,7 +326,7 @@ pub fn prepare(python: &Path, root: &Path, out: &Path, config: &PrepareConfig) -
     let b = bar(config.progress, total as u64, "observations simulated");
     let r = config.acceleration;
     let train_obs =
-        simulate_kspace(&train_x, r, config.noise_std, seeds[0], seeds[1], config.chunk, Some(b.bar()))?;
+        simulate_kspace(&train_x, r, config.noise_std, seeds[0], seeds[1], config.chunk, Some(&b))?;
     diem_em::write_npy(&out.join(images_file(Split::Train)), &train_x)?;
     train_obs.save(out.join(observations_file(Split::Train)))?;
     let mean_kept_fraction = train_obs
@@ -336,8 +336,7 @@ pub fn prepare(python: &Path, root: &Path, out: &Path, config: &PrepareConfig) -
         .find(|(name, _)| name == "mask")
         .map_or(f64::NAN, |(_, m)| m.mean(Kind::Double).double_value(&[]));
     if let Some(vx) = &val_x {
-        let val_obs =
-            simulate_kspace(vx, r, config.noise_std, seeds[2], seeds[3], config.chunk, Some(b.bar()))?;
+        let val_obs = simulate_kspace(vx, r, config.noise_std, seeds[2], seeds[3], config.chunk, Some(&b))?;
         diem_em::write_npy(&out.join(images_file(Split::Val)), vx)?;
         val_obs.save(out.join(observations_file(Split::Val)))?;
     } else {

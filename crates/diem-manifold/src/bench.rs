@@ -161,7 +161,7 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
     tch::manual_seed(0);
     let mut model = PriorModel::new(em.network.clone(), em.schedule(), device)?;
     let gaussian = GaussianPrior::standard(&[data.dim()], Kind::Float, device);
-    model.denoiser.set_mean(Some(gaussian.mean_shaped()));
+    model.set_mean(Some(gaussian.mean_shaped()));
     let sampler: Box<dyn Sampler> = em.estep.sampler.build(em.schedule())?;
     let mmps = em.estep.posterior.to_mmps(&gaussian.cov);
     let plan = EStepPlan {
@@ -178,10 +178,10 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
     {
         let few = data.observation.narrow(0, 8.min(data.len()));
         let short = SamplerSpec::Pc { steps: 2, corrections: 1, tau: 0.1 }.build(em.schedule())?;
-        let _warm = posterior_samples(&model.denoiser, &few, short.as_ref(), &plan, None)?;
+        let _warm = posterior_samples(model.denoiser(), &few, short.as_ref(), &plan, None)?;
     }
     let start = Instant::now();
-    let samples = posterior_samples(&model.denoiser, &data.observation, sampler.as_ref(), &plan, None)?;
+    let samples = posterior_samples(model.denoiser(), &data.observation, sampler.as_ref(), &plan, None)?;
     let _ = samples.sum(Kind::Float).double_value(&[]);
     let estep_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();

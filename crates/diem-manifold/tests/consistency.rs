@@ -32,7 +32,7 @@ fn reduced_estep_with(
     let data = ManifoldData::generate(&config.data, 2, Device::Cpu).unwrap();
     tch::manual_seed(0);
     let mut model = PriorModel::new(config.em.network.clone(), config.em.schedule(), Device::Cpu).unwrap();
-    model.denoiser.set_mean(Some(data.truth.mean_dim(0, false, Kind::Float)));
+    model.set_mean(Some(data.truth.mean_dim(0, false, Kind::Float)));
     let mut train = config.em.mstep.clone();
     train.steps = steps;
     train.progress = false;
@@ -51,7 +51,7 @@ fn reduced_estep_with(
                 lap: 0,
                 device: None,
             };
-            posterior_samples(&model.denoiser, &data.observation, sampler.as_ref(), &plan, None).unwrap()
+            posterior_samples(model.denoiser(), &data.observation, sampler.as_ref(), &plan, None).unwrap()
         })
         .collect();
     (data, samples)
@@ -314,11 +314,11 @@ fn investigate_estep() {
         _ => {}
     }
     eprintln!("MMPS config: {mmps_config:?}");
-    let sampler = config.em.estep.sampler.build(model.schedule).unwrap();
+    let sampler = config.em.estep.sampler.build(model.schedule()).unwrap();
     let undamped_config = mmps_config.clone().with_damping(None);
     let damping = mmps_config.damping.is_some();
-    let mmps = Mmps::from_observation(&model.denoiser, &obs, mmps_config).unwrap();
-    let undamped = Mmps::from_observation(&model.denoiser, &obs, undamped_config).unwrap();
+    let mmps = Mmps::from_observation(model.denoiser(), &obs, mmps_config).unwrap();
+    let undamped = Mmps::from_observation(model.denoiser(), &obs, undamped_config).unwrap();
     let a = {
         let idx: Vec<i64> = (0..rows).collect();
         let p =
@@ -328,7 +328,7 @@ fn investigate_estep() {
     let tracer = Tracer {
         mmps: &mmps,
         undamped: damping.then_some(&undamped),
-        prior: &model.denoiser,
+        prior: model.denoiser(),
         a,
         y: obs.y.to_kind(Kind::Double),
         sigma_y: config.data.noise_std,

@@ -25,7 +25,7 @@ fn bench_mlp(c: &mut Criterion) {
         let sigma = Tensor::full([batch], 0.3, (Kind::Float, device));
         group.bench_with_input(BenchmarkId::new("forward", batch), &batch, |b, _| {
             b.iter(|| {
-                let y = tch::no_grad(|| model.denoiser.denoise(&x_t, &sigma));
+                let y = tch::no_grad(|| model.denoiser().denoise(&x_t, &sigma));
                 std::hint::black_box(y.sum(Kind::Float).double_value(&[]))
             })
         });
@@ -33,17 +33,17 @@ fn bench_mlp(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("forward_vjp", batch), &batch, |b, _| {
             b.iter(|| {
                 let x = x_t.detach().set_requires_grad(true);
-                let y = model.denoiser.denoise(&x, &sigma);
+                let y = model.denoiser().denoise(&x, &sigma);
                 let g = vjp(&y, &x, &u, false).expect("the MLP is differentiable");
                 std::hint::black_box(g.sum(Kind::Float).double_value(&[]))
             })
         });
         let data = Tensor::randn([batch, 5], (Kind::Float, device));
         let config = TrainConfig { steps: 1_000_000, batch_size: batch, ..TrainConfig::manifold() };
-        let mut trainer = Trainer::new(&model.vs, config).expect("valid training config");
+        let mut trainer = Trainer::new(model.var_store(), config).expect("valid training config");
         group.bench_with_input(BenchmarkId::new("train_step", batch), &batch, |b, _| {
             b.iter(|| {
-                let (loss, _) = trainer.train_step(&model.denoiser, &data).expect("valid batch");
+                let (loss, _) = trainer.train_step(model.denoiser(), &data).expect("valid batch");
                 std::hint::black_box(loss.double_value(&[]))
             })
         });
@@ -63,7 +63,7 @@ fn bench_unet(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
     group.bench_with_input(BenchmarkId::new("forward", batch), &batch, |b, _| {
         b.iter(|| {
-            let y = tch::no_grad(|| model.denoiser.denoise(&x_t, &sigma));
+            let y = tch::no_grad(|| model.denoiser().denoise(&x_t, &sigma));
             std::hint::black_box(y.sum(Kind::Float).double_value(&[]))
         })
     });

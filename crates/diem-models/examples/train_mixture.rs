@@ -43,8 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: 1024,
         ..TrainConfig::manifold()
     };
-    let mut trainer = Trainer::new(&model.vs, train)?;
-    let report = trainer.fit(&model.denoiser, &data)?;
+    let mut trainer = Trainer::new(model.var_store(), train)?;
+    let report = trainer.fit(model.denoiser(), &data)?;
     for r in &report.records {
         println!("step {:>6}  loss {:.4e}  |g| {:.3e}  lr {:.2e}", r.step, r.loss, r.grad_norm, r.lr);
     }
@@ -57,11 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sig = Tensor::full([16_384], sigma, (Kind::Float, device));
         let mse = |y: Tensor| (y - &x).square().sum(Kind::Double).double_value(&[]) / 16_384.0;
         let (net, opt) =
-            tch::no_grad(|| (mse(model.denoiser.denoise(&x_t, &sig)), mse(exact.denoise(&x_t, &sig))));
+            tch::no_grad(|| (mse(model.denoiser().denoise(&x_t, &sig)), mse(exact.denoise(&x_t, &sig))));
         println!("{sigma:<8} {net:<13.5} {opt:<14.5} {:.3}", net / opt);
     }
 
-    model.denoiser.set_mean(Some(data.mean_dim(0, false, Kind::Float)));
+    model.set_mean(Some(data.mean_dim(0, false, Kind::Float)));
     checkpoint::save(&out, &model, trainer.ema())?;
     report.write_jsonl(&out.join("loss.jsonl"))?;
     println!("checkpoint and loss curve written to {}", out.display());

@@ -24,7 +24,7 @@ pub use diem_operators::atomic::{file_type_name, is_temp_file, read_regular, tem
 pub use diem_operators::io::dtype_name;
 
 use crate::error::{Error, Result};
-use crate::network::{NetworkConfig, PriorModel};
+use crate::network::{ModelFactory, NetworkConfig, PriorModel};
 use crate::schedule::VeSchedule;
 use crate::train::Ema;
 
@@ -251,9 +251,8 @@ fn reject_unknown(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()>
 /// [`Error::Io`] naming the file that could not be written.
 pub fn save(dir: &Path, model: &PriorModel, ema: Option<&Ema>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
-    let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let mean = model.denoiser.mean();
+    let mut named = model.named_variables();
+    let mean = model.mean();
     if let Some(m) = mean {
         named.push((MEAN_KEY.to_string(), m.shallow_clone()));
     }
@@ -265,8 +264,8 @@ pub fn save(dir: &Path, model: &PriorModel, ema: Option<&Ema>) -> Result<()> {
     }
     let config = CheckpointConfig {
         version: CHECKPOINT_VERSION,
-        network: model.config.clone(),
-        schedule: model.schedule,
+        network: model.config().clone(),
+        schedule: model.schedule(),
         mean_shape: mean.map(|m| m.size()),
         ema_decay: ema.map(|e| e.decay()),
     };
@@ -307,10 +306,46 @@ pub fn load_config(dir: &Path) -> Result<CheckpointConfig> {
 /// wrong shape or dtype, or the file holds a tensor the model does not have.
 pub fn load(dir: &Path, device: Device) -> Result<(PriorModel, Option<Ema>)> {
     let config = load_config(dir)?;
-    let mut model = PriorModel::new(config.network.clone(), config.schedule, device)?;
+    load_checked(dir, config.clone(), &config.network, device)
+}
+
+/// [`load`] of a checkpoint whose network `factory` builds (a user-defined network, or a built-in one):
+/// the checkpoint's `network` must equal [`ModelFactory::describe`].
+///
+/// # Errors
+/// As [`load`]; [`Error::Config`] naming `network` when the checkpoint records another network.
+pub fn load_with(
+    dir: &Path,
+    device: Device,
+    factory: &dyn ModelFactory,
+) -> Result<(PriorModel, Option<Ema>)> {
+    let config = load_config(dir)?;
+    let described = factory.describe();
+    if described != config.network {
+        return Err(Error::config(
+            "network",
+            format!(
+                "{} records the network {}, the factory builds {}",
+                dir.join(CONFIG_FILE).display(),
+                serde_json::to_string(&config.network).unwrap_or_default(),
+                serde_json::to_string(&described).unwrap_or_default()
+            ),
+        ));
+    }
+    load_checked(dir, config, factory, device)
+}
+
+/// [`load`] once the configuration is read and the factory chosen.
+fn load_checked(
+    dir: &Path,
+    config: CheckpointConfig,
+    factory: &dyn ModelFactory,
+    device: Device,
+) -> Result<(PriorModel, Option<Ema>)> {
+    let mut model = PriorModel::from_factory(factory, config.schedule, device)?;
     let path = dir.join(WEIGHTS_FILE);
     let mut tensors = read_safetensors(&path, device)?;
-    let variables = model.vs.variables();
+    let variables = model.var_store().variables();
     let names: BTreeSet<&String> = variables.keys().collect();
     let mut loaded = Vec::with_capacity(names.len());
     for name in names {
@@ -331,12 +366,12 @@ pub fn load(dir: &Path, device: Device) -> Result<(PriorModel, Option<Ema>)> {
             var.copy_(&t);
         }
     });
-    model.denoiser.set_mean(mean);
+    model.set_mean(mean);
     let ema = match config.ema_decay {
         Some(decay) => {
             let path = dir.join(EMA_FILE);
             let mut tensors = read_safetensors(&path, device)?;
-            let mut ema = Ema::new(&model.vs, decay)?;
+            let mut ema = Ema::new(model.var_store(), decay)?;
             let mut checked = Vec::new();
             for (name, avg) in ema.tensors() {
                 checked

@@ -26,6 +26,16 @@ pub trait NoiseConditionalNet: std::fmt::Debug {
     fn embedding_features(&self) -> i64;
 }
 
+impl<N: NoiseConditionalNet + ?Sized> NoiseConditionalNet for Box<N> {
+    fn forward_t(&self, u: &Tensor, emb: &Tensor, train: bool) -> Tensor {
+        (**self).forward_t(u, emb, train)
+    }
+
+    fn embedding_features(&self) -> i64 {
+        (**self).embedding_features()
+    }
+}
+
 /// `c_skip(σ) = 1/(σ² + 1)` (SPEC.md §3.1).
 pub fn c_skip(sigma: f64) -> f64 {
     1.0 / (sigma * sigma + 1.0)

@@ -5,10 +5,17 @@
 //! - [`Denoiser`]: the map `(x_t, σ) ↦ E[x | x_t]` on batches with per-sample σ, differentiable for MMPS's
 //!   vector-Jacobian products; [`score`], [`jacobian`] and [`tweedie_covariance`] build on it (§3.4).
 //! - [`EdmDenoiser`]: EDM preconditioning with `c_noise = ln σ` and the [`SineEmbedding`] around a
-//!   [`NoiseConditionalNet`]: the [`Mlp`] (§9a) or the [`UNet`] (§9b–9c).
+//!   [`NoiseConditionalNet`]: the [`Mlp`] (§9a), the [`UNet`] (§9b–9c), or your own network.
+//! - The model seam ([`network`]): a [`ModelFactory`] builds a network under an `nn::Path` and describes it
+//!   for checkpoints; [`MlpConfig`] and [`UNetConfig`] are the built-in factories, [`NetworkConfig`] selects
+//!   one, and any tch module with the signature `forward_t(u, emb, train)` plugs in through
+//!   [`NoiseConditionalNet`] + [`ModelFactory`] (described as [`NetworkConfig::Custom`]). [`PriorModel`] holds
+//!   the variables, the denoiser, the schedule and `μ_x` behind accessors.
 //! - Closed-form denoisers: [`GaussianDenoiser`] (DPLR covariance, §7.2) and [`MixtureDenoiser`] (§10.2).
 //! - [`Trainer`]: the DSM loss, Adam, clipping, LR schedules, EMA, augmentations (§3.3, §8).
 //! - [`checkpoint`]: `config.json` + `weights.safetensors` (+ `ema.safetensors`), atomic and bit-exact.
+//! - [`progress`]: the [`ProgressObserver`] trait long computations report to; [`TerminalProgress`] (indicatif
+//!   bars, or timestamped log lines without a terminal) is the default.
 //! - [`device`] (CUDA when available, else CPU, overridable through `DIEM_DEVICE`) and [`autograd::vjp`].
 //!
 //! ```
@@ -21,7 +28,7 @@
 //! let model = PriorModel::new(config, VeSchedule::manifold(), Device::Cpu)?;
 //! let x_t = Tensor::randn([8, 2], (Kind::Float, Device::Cpu));
 //! let sigma = Tensor::full([8], 0.5, (Kind::Float, Device::Cpu));
-//! let x_hat = tch::no_grad(|| model.denoiser.denoise(&x_t, &sigma));
+//! let x_hat = tch::no_grad(|| model.denoise(&x_t, &sigma));
 //! assert_eq!(x_hat.size(), vec![8, 2]);
 //! # Ok(())
 //! # }
@@ -55,7 +62,8 @@ pub use error::{Error, Result};
 pub use gaussian::GaussianDenoiser;
 pub use mixture::MixtureDenoiser;
 pub use mlp::{Mlp, MlpConfig};
-pub use network::{Network, NetworkConfig, PriorModel};
+pub use network::{CustomNetwork, ModelFactory, Network, NetworkConfig, PriorDenoiser, PriorModel};
+pub use progress::{NoProgress, ProgressObserver, TerminalProgress};
 pub use randman::{frequency_count, normalize_features, Randman, RandmanConfig};
 pub use schedule::{Schedule, VeSchedule};
 pub use train::{

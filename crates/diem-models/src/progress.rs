@@ -1,18 +1,45 @@
-//! Progress that shows in a terminal and in a batch job's log.
+//! Progress that shows in a terminal and in a batch job's log, behind the [`ProgressObserver`] trait.
 //!
-//! In a terminal, [`progress_bar`] is an indicatif bar. Without one (a batch job under SLURM, `mpirun` with
-//! output to files, `nohup`), indicatif draws nothing at all, so a long fit would print nothing for hours.
-//! There the bar is kept hidden and a logger thread writes one plain, timestamped line to stderr when it
-//! starts, at least every [`LOG_INTERVAL_VAR`] seconds (default 30) while it runs, and when it ends:
+//! Long computations (the E-step's chunks, the M-step's steps, DiEM's laps) report to a [`ProgressObserver`]:
+//! [`ProgressObserver::start`] a task, [`ProgressObserver::advance`] it, [`ProgressObserver::finish`] it.
+//! Tasks nest (the laps contain an E-step): an observer sees `start`/`finish` pairs as a stack. The default,
+//! [`TerminalProgress`], shows each task as a progress display ([`progress_bar`]); [`NoProgress`] ignores
+//! everything; a GUI or a notebook implements the trait itself.
+//!
+//! In a terminal, a display is an indicatif bar. Without one (a batch job under SLURM, `mpirun` with output to
+//! files, `nohup`), indicatif draws nothing at all, so a long fit would print nothing for hours. There the bar
+//! is kept hidden and a logger thread writes one plain, timestamped line to stderr when it starts, at least
+//! every [`LOG_INTERVAL_VAR`] seconds (default 30) while it runs, and when it ends:
 //!
 //! ```text
 //! [2026-12-02 07:55:01Z] lap 3: E-step chunks 12/64 (18.8 %), 3.21/s, elapsed 00:00:04, ETA 00:00:16
 //! ```
+//!
+//! ```
+//! use diem_models::progress::ProgressObserver;
+//! use std::cell::Cell;
+//!
+//! /// Counts the steps of every task.
+//! #[derive(Default)]
+//! struct Count(Cell<u64>);
+//!
+//! impl ProgressObserver for Count {
+//!     fn start(&self, _label: &str, _total: u64) {}
+//!     fn advance(&self, n: u64) { self.0.set(self.0.get() + n); }
+//!     fn finish(&self) {}
+//! }
+//!
+//! let count = Count::default();
+//! let observer: &dyn ProgressObserver = &count;
+//! observer.start("chunks", 3);
+//! (0..3).for_each(|_| observer.advance(1));
+//! observer.finish();
+//! assert_eq!(count.0.get(), 3);
+//! ```
 
 use std::io::IsTerminal;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -20,21 +47,93 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Seconds between two log lines of a bar without a terminal (a positive number; default 30).
 pub const LOG_INTERVAL_VAR: &str = "DIEM_LOG_INTERVAL";
 
-/// A progress display: an indicatif [`ProgressBar`] (through `Deref`), plus, without a terminal, the logger
-/// thread of the module docs, which writes a last line when the display is dropped (`done` after
-/// `finish*`, `stopped` otherwise).
+/// Receives the progress of long computations (module docs). Methods take `&self`, so one observer can be
+/// shared by the nested tasks of a run; `start` and `finish` come in pairs, innermost task first to finish.
+/// A function that is *given* an observer for a task its caller started calls only
+/// [`ProgressObserver::advance`] and [`ProgressObserver::message`].
+pub trait ProgressObserver {
+    /// A task named `label` ("lap 3: E-step chunks") of `total` steps starts.
+    fn start(&self, label: &str, total: u64);
+    /// The current task advanced by `n` steps.
+    fn advance(&self, n: u64);
+    /// A short status of the current task ("loss 1.2e-2", "lap 3").
+    fn message(&self, _message: &str) {}
+    /// The current task is done.
+    fn finish(&self);
+}
+
+impl std::fmt::Debug for dyn ProgressObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressObserver")
+    }
+}
+
+/// The observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl ProgressObserver for NoProgress {
+    fn start(&self, _label: &str, _total: u64) {}
+    fn advance(&self, _n: u64) {}
+    fn finish(&self) {}
+}
+
+/// The default observer: each task is a [`progress_bar`] display (an indicatif bar in a terminal,
+/// timestamped log lines without one), shown when `enabled`; nested tasks are stacked.
+#[derive(Debug, Default)]
+pub struct TerminalProgress {
+    enabled: bool,
+    stack: Mutex<Vec<Progress>>,
+}
+
+impl TerminalProgress {
+    /// Shows the tasks when `enabled`, else nothing.
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, stack: Mutex::new(Vec::new()) }
+    }
+
+    /// Whether the tasks are shown.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn top(&self, f: impl FnOnce(&Progress)) {
+        let stack = self.stack.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = stack.last() {
+            f(p);
+        }
+    }
+}
+
+impl ProgressObserver for TerminalProgress {
+    fn start(&self, label: &str, total: u64) {
+        let bar = progress_bar(total, label, self.enabled);
+        self.stack.lock().unwrap_or_else(PoisonError::into_inner).push(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        self.top(|p| p.inc(n));
+    }
+
+    fn message(&self, message: &str) {
+        self.top(|p| p.set_message(message.to_string()));
+    }
+
+    fn finish(&self) {
+        let bar = self.stack.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One progress display: an indicatif bar, plus, without a terminal, the logger thread of the module docs,
+/// which writes a last line when the display is dropped (`done` after [`Progress::finish_and_clear`],
+/// `stopped` otherwise). As a [`ProgressObserver`] it is one task: `start` renames and resets it.
 #[derive(Debug)]
 pub struct Progress {
     bar: ProgressBar,
     logger: Option<Arc<AtomicBool>>,
-}
-
-impl Deref for Progress {
-    type Target = ProgressBar;
-
-    fn deref(&self) -> &ProgressBar {
-        &self.bar
-    }
 }
 
 impl Drop for Progress {
@@ -48,9 +147,49 @@ impl Drop for Progress {
 }
 
 impl Progress {
-    /// The underlying bar (for functions that take a `&ProgressBar`).
-    pub fn bar(&self) -> &ProgressBar {
-        &self.bar
+    /// Advances by `n` steps.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    /// Sets the position.
+    pub fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+    }
+
+    /// Sets the total number of steps.
+    pub fn set_length(&self, len: u64) {
+        self.bar.set_length(len);
+    }
+
+    /// Sets the status message.
+    pub fn set_message(&self, message: impl Into<String>) {
+        self.bar.set_message(message.into());
+    }
+
+    /// Marks the display finished and clears it from the terminal.
+    pub fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl ProgressObserver for Progress {
+    fn start(&self, label: &str, total: u64) {
+        self.bar.set_prefix(label.to_string());
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+    }
+
+    fn advance(&self, n: u64) {
+        self.inc(n);
+    }
+
+    fn message(&self, message: &str) {
+        self.set_message(message);
+    }
+
+    fn finish(&self) {
+        self.finish_and_clear();
     }
 }
 

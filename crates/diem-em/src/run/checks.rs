@@ -13,7 +13,7 @@ use crate::io::ObservationFingerprint;
 
 /// Checks that a run over `ranks` ranks gives every rank work: at least one chunk of the training E-step and
 /// at least one sample of every M-step batch.
-pub(super) fn check_shardable(config: &EmConfig, obs: &Observation, ranks: usize) -> Result<()> {
+pub(crate) fn check_shardable(config: &EmConfig, obs: &Observation, ranks: usize) -> Result<()> {
     if ranks <= 1 {
         return Ok(());
     }
@@ -43,7 +43,7 @@ pub(super) fn check_shardable(config: &EmConfig, obs: &Observation, ranks: usize
 }
 
 /// Checks that every rank runs the same build on the same configuration and observations.
-pub(super) fn check_same_inputs(comm: &dyn Communicator, config: &EmConfig, obs: &Observation) -> Result<()> {
+pub(crate) fn check_same_inputs(comm: &dyn Communicator, config: &EmConfig, obs: &Observation) -> Result<()> {
     if comm.size() == 1 {
         return Ok(());
     }
@@ -57,7 +57,7 @@ pub(super) fn check_same_inputs(comm: &dyn Communicator, config: &EmConfig, obs:
 /// Checks that the network fits the observations' latents: the MLP's input size equals the latent size of
 /// flat latents; the U-Net takes `[C_in, H, W]` with H and W multiples of its size multiple. Also checks the
 /// Gaussian rank against the latent size.
-pub(super) fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
+pub(crate) fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
     let n = obs.operator.x_numel();
     if let NetworkConfig::Mlp(m) = &config.network {
         let shape = obs.operator.x_shape();
@@ -112,7 +112,7 @@ pub(super) fn check_fits(config: &EmConfig, obs: &Observation) -> Result<()> {
 /// Gaussian fit's rank against the pairs it uses, the PPCA refit's rank against its samples, an `epochs`
 /// batch against the E-step samples, and observations that carry information at all. Returns the
 /// warnings (some observations carry none).
-pub(super) fn check_data(config: &EmConfig, obs: &Observation) -> Result<Vec<String>> {
+pub(crate) fn check_data(config: &EmConfig, obs: &Observation) -> Result<Vec<String>> {
     let n_obs = obs.len();
     let pairs = config.gaussian.pair_indices(n_obs).len() as i64;
     let g = &config.gaussian;

@@ -1,4 +1,5 @@
-//! [`EmRun`]: the DiEM driver (SPEC.md §8, Algorithm 1) with a run directory, observers and resume.
+//! [`EmRun`]: the DiEM driver (SPEC.md §8, Algorithm 1) with a run directory, observers and resume: an
+//! [`EmLoop`] whose [`RunStore`] is the run directory ([`RunDir`]).
 
 mod checks;
 mod steps;
@@ -7,15 +8,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use diem_dist::{Communicator, Single};
-use diem_models::{checkpoint, PriorModel};
+use diem_models::{checkpoint, ModelFactory, PriorModel, ProgressObserver};
 use diem_operators::Observation;
 use serde_json::Value;
 use tch::{Device, Tensor};
 
-use crate::config::{config_changes, ConfigChange, DataStorage, EmConfig, LapOrder};
-use crate::dist::{chunk_rows, shard_chunks, sync};
+use crate::config::{config_changes, ConfigChange, EmConfig};
+use crate::dist::sync;
+use crate::emloop::{data_device, training_rows, EmLoop, LapOutcome, LoopState};
 use crate::error::{EmError, Result};
-use crate::estep::chunk_count;
 use crate::gaussian::GaussianPrior;
 use crate::io::{
     create_dir, read_jsonl, read_npy, remove_stale_temp_files, write_json, ObservationFingerprint, RunState,
@@ -26,7 +27,9 @@ use crate::layout::{
     STATE_FILE,
 };
 use crate::observer::LapObserver;
-use checks::{check_data, check_fits, check_same_inputs, check_shardable};
+use crate::store::RunStore;
+use checks::check_same_inputs;
+pub(crate) use checks::{check_data, check_fits, check_shardable};
 
 /// What [`EmRun::run`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,8 +56,15 @@ pub struct RunSummary {
 /// # Ok(()) }
 /// ```
 pub struct EmRun {
+    em: EmLoop,
+    store: RunDir,
+    warnings: Vec<String>,
+}
+
+/// The run directory as a [`RunStore`]: the files of every step, the observers, and `state.bin` as the
+/// commit point (layout in [`crate::layout`]).
+pub struct RunDir {
     dir: PathBuf,
-    config: EmConfig,
     /// `config.json` as read or written (without [`EmRun::set_progress`]): what a lap commit records.
     stored_config: EmConfig,
     /// Resumable changes of `config.json` not yet recorded in `metrics.jsonl` (see [`crate::config::RESUMABLE`]).
@@ -62,25 +72,25 @@ pub struct EmRun {
     /// `Some(whether the directory existed before)` when this process created the run: a failure before
     /// its first commit then removes what the creation wrote.
     created: Option<bool>,
-    warnings: Vec<String>,
-    observations: Observation,
-    device: Device,
+    /// The committed state (`state.bin`).
     state: RunState,
-    gaussian: Option<GaussianPrior>,
-    model: Option<PriorModel>,
-    samples: Option<Tensor>,
-    validation: Option<Observation>,
     observers: Vec<Box<dyn LapObserver>>,
     comm: Rc<dyn Communicator>,
 }
 
-impl std::fmt::Debug for EmRun {
+impl std::fmt::Debug for RunDir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmRun")
+        f.debug_struct("RunDir")
             .field("dir", &self.dir)
             .field("state", &self.state)
             .field("observers", &self.observers.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EmRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmRun").field("store", &self.store).finish_non_exhaustive()
     }
 }
 
@@ -119,6 +129,26 @@ impl EmRun {
         device: Device,
         comm: Rc<dyn Communicator>,
     ) -> Result<Self> {
+        let factory: Rc<dyn ModelFactory> = Rc::new(config.network.clone());
+        Self::create_with_model(dir, config, observations, device, factory, comm)
+    }
+
+    /// [`EmRun::create_with`] for the network `factory` builds (a user-defined one, or a built-in one): the
+    /// model seam. The factory's description ([`ModelFactory::describe`]) replaces `config.network` and is
+    /// what `config.json` and the checkpoints record; resume with [`EmRun::resume_with_model`] and the same
+    /// factory.
+    ///
+    /// # Errors
+    /// As [`EmRun::create_with`].
+    pub fn create_with_model(
+        dir: impl AsRef<Path>,
+        mut config: EmConfig,
+        observations: Observation,
+        device: Device,
+        factory: Rc<dyn ModelFactory>,
+        comm: Rc<dyn Communicator>,
+    ) -> Result<Self> {
+        config.network = factory.describe();
         let dir = dir.as_ref().to_path_buf();
         let existed = dir.exists();
         let checked = (|| {
@@ -150,24 +180,17 @@ impl EmRun {
             Ok(())
         };
         sync(&*comm, written)?;
-        let observations = observations.to_device(data_device(&config, device));
-        Ok(Self {
+        let store = RunDir {
             dir,
             stored_config: config.clone(),
             pending_changes: Vec::new(),
             created: Some(existed),
-            warnings,
-            config,
-            observations,
-            device,
             state,
-            gaussian: None,
-            model: None,
-            samples: None,
-            validation: None,
             observers: Vec::new(),
-            comm,
-        })
+            comm: comm.clone(),
+        };
+        let em = EmLoop::from_parts(config, observations, device, factory, comm, LoopState::default());
+        Ok(Self { em, store, warnings })
     }
 
     /// Every check [`EmRun::create_with`] makes of a configuration against the observations before it
@@ -218,28 +241,56 @@ impl EmRun {
         device: Device,
         comm: Rc<dyn Communicator>,
     ) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        let loaded = Self::load_run(&dir, &observations, device, &*comm);
-        let Loaded { config, state, gaussian, model, samples, changes, warnings } = sync(&*comm, loaded)?;
+        Self::resume_inner(dir.as_ref(), observations, device, None, comm)
+    }
+
+    /// [`EmRun::resume_with`] of a run created by [`EmRun::create_with_model`]: `factory` must describe
+    /// itself as the run's `config.json` records (`network`).
+    ///
+    /// # Errors
+    /// As [`EmRun::resume_with`]; [`EmError::Config`] naming `network` when the factory builds another
+    /// network.
+    pub fn resume_with_model(
+        dir: impl AsRef<Path>,
+        observations: Observation,
+        device: Device,
+        factory: Rc<dyn ModelFactory>,
+        comm: Rc<dyn Communicator>,
+    ) -> Result<Self> {
+        Self::resume_inner(dir.as_ref(), observations, device, Some(factory), comm)
+    }
+
+    fn resume_inner(
+        dir: &Path,
+        observations: Observation,
+        device: Device,
+        factory: Option<Rc<dyn ModelFactory>>,
+        comm: Rc<dyn Communicator>,
+    ) -> Result<Self> {
+        let dir = dir.to_path_buf();
+        let loaded = Self::load_run(&dir, &observations, device, factory, &*comm);
+        let Loaded { config, state, gaussian, model, samples, changes, warnings, factory } =
+            sync(&*comm, loaded)?;
         check_same_inputs(&*comm, &config, &observations)?;
-        let observations = observations.to_device(data_device(&config, device));
-        Ok(Self {
+        let progress = LoopState {
+            gaussian_done: state.gaussian_done,
+            initial_samples_done: state.initial_samples_done,
+            completed_laps: state.completed_laps,
+        };
+        let store = RunDir {
             dir,
             stored_config: config.clone(),
             pending_changes: changes,
             created: None,
-            warnings,
-            config,
-            observations,
-            device,
             state,
-            gaussian,
-            model,
-            samples,
-            validation: None,
             observers: Vec::new(),
-            comm,
-        })
+            comm: comm.clone(),
+        };
+        let mut em = EmLoop::from_parts(config, observations, device, factory, comm, progress);
+        em.gaussian = gaussian;
+        em.model = model;
+        em.samples = samples;
+        Ok(Self { em, store, warnings })
     }
 
     /// What [`EmRun::resume_with`] reads, on one rank: the configuration, the state, the Gaussian, the model
@@ -249,6 +300,7 @@ impl EmRun {
         dir: &Path,
         observations: &Observation,
         device: Device,
+        factory: Option<Rc<dyn ModelFactory>>,
         comm: &dyn Communicator,
     ) -> Result<Loaded> {
         if !is_run_dir(dir) {
@@ -325,6 +377,19 @@ impl EmRun {
         check_fits(&config, observations)?;
         let warnings = check_data(&config, observations)?;
         check_shardable(&config, observations, comm.size())?;
+        let factory = factory.unwrap_or_else(|| Rc::new(config.network.clone()));
+        let described = factory.describe();
+        if described != config.network {
+            return Err(EmError::config(
+                "network",
+                format!(
+                    "{} records the network {}, the model factory builds {}",
+                    config_path.display(),
+                    serde_json::to_string(&config.network).unwrap_or_default(),
+                    serde_json::to_string(&described).unwrap_or_default()
+                ),
+            ));
+        }
         let home = data_device(&config, device);
         let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(dir, l));
         let gaussian = if !state.gaussian_done {
@@ -334,7 +399,7 @@ impl EmRun {
             Some(GaussianPrior::load(&path, device)?)
         };
         let model = match &last {
-            Some(l) => Some(checkpoint::load(l, device)?.0),
+            Some(l) => Some(checkpoint::load_with(l, device, &*factory)?.0),
             None => None,
         };
         let path = match (&last, state.initial_samples_done) {
@@ -363,7 +428,7 @@ impl EmRun {
                 Some(if comm.size() == 1 { all } else { all.narrow(0, rows.start, rows.end - rows.start) })
             }
         };
-        Ok(Loaded { config, state, gaussian, model, samples, changes, warnings })
+        Ok(Loaded { config, state, gaussian, model, samples, changes, warnings, factory })
     }
 
     /// Attaches held-out observations (CIFAR's test split, fastMRI's validation split): every lap then draws
@@ -376,17 +441,7 @@ impl EmRun {
     /// # Errors
     /// [`EmError::Config`] when the validation latents' shape differs from the training observations'.
     pub fn with_validation(mut self, validation: Observation) -> Result<Self> {
-        let (train, val) = (self.observations.operator.x_shape(), validation.operator.x_shape());
-        if train != val || validation.is_empty() {
-            return Err(EmError::config(
-                "validation",
-                format!(
-                    "needs ≥ 1 observation of latents shaped like the training ones ({train:?}), got {} of {val:?}",
-                    validation.len()
-                ),
-            ));
-        }
-        self.validation = Some(validation.to_device(self.observations.y.device()));
+        self.em.set_validation(validation)?;
         Ok(self)
     }
 
@@ -398,63 +453,75 @@ impl EmRun {
 
     /// The changes of `config.json` this resume applies (resumable fields only; empty for a new run).
     pub fn config_changes(&self) -> &[ConfigChange] {
-        &self.pending_changes
+        &self.store.pending_changes
     }
 
     /// Shows progress (on rank 0) or not, whatever the configuration says; not saved in the run directory.
     pub fn set_progress(&mut self, progress: bool) {
-        self.config.progress = progress;
+        self.em.set_progress(progress);
+    }
+
+    /// Reports progress (laps, Gaussian EM and E-step chunks, M-step steps) to `observer` instead of the
+    /// terminal display; not saved in the run directory.
+    pub fn with_progress(mut self, observer: Rc<dyn ProgressObserver>) -> Self {
+        self.em = self.em.with_progress(observer);
+        self
     }
 
     /// The communicator the run's ranks share ([`Single`] for a one-process run).
     pub fn communicator(&self) -> &dyn Communicator {
-        &*self.comm
+        self.em.communicator()
     }
 
     /// Adds an observer (called after every lap, in the order added).
     pub fn add_observer(&mut self, observer: Box<dyn LapObserver>) {
-        self.observers.push(observer);
+        self.store.observers.push(observer);
     }
 
     /// Builder form of [`EmRun::add_observer`].
     pub fn with_observer(mut self, observer: impl LapObserver + 'static) -> Self {
-        self.observers.push(Box::new(observer));
+        self.store.observers.push(Box::new(observer));
         self
     }
 
     /// The run directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.store.dir
     }
 
     /// The configuration.
     pub fn config(&self) -> &EmConfig {
-        &self.config
+        self.em.config()
     }
 
     /// The observations (on the run's device).
     pub fn observations(&self) -> &Observation {
-        &self.observations
+        self.em.observations()
     }
 
     /// Laps completed and committed.
     pub fn completed_laps(&self) -> usize {
-        self.state.completed_laps
+        self.store.state.completed_laps
     }
 
     /// The current Gaussian prior, once fitted.
     pub fn gaussian(&self) -> Option<&GaussianPrior> {
-        self.gaussian.as_ref()
+        self.em.gaussian()
     }
 
     /// The current model, once created.
     pub fn model(&self) -> Option<&PriorModel> {
-        self.model.as_ref()
+        self.em.model()
     }
 
     /// The latest E-step samples (unfiltered), once drawn.
     pub fn samples(&self) -> Option<&Tensor> {
-        self.samples.as_ref()
+        self.em.samples()
+    }
+
+    /// The in-memory loop this run drives.
+    pub fn em_loop(&self) -> &EmLoop {
+        &self.em
     }
 
     /// Runs every remaining step up to `config.laps` laps.
@@ -463,21 +530,32 @@ impl EmRun {
     /// Any error of the steps (sampling, training, files, observers); the run directory then holds the last
     /// committed step and [`EmRun::resume`] continues from it.
     pub fn run(&mut self) -> Result<RunSummary> {
-        let laps = self.config.laps;
+        let laps = self.em.config.laps;
         self.run_until(laps)
     }
 
     /// Runs the remaining steps up to `laps` laps (≤ `config.laps`): the Gaussian initialization if not done,
-    /// the initial samples ([`LapOrder::TrainThenSample`]), then the laps.
+    /// the initial samples ([`crate::LapOrder::TrainThenSample`]), then the laps.
     ///
     /// # Errors
     /// As [`EmRun::run`].
     pub fn run_until(&mut self, laps: usize) -> Result<RunSummary> {
-        let result = self.run_steps(laps);
-        if result.is_err() && !self.state.gaussian_done {
-            self.roll_back();
+        let result = self.em.run_with(&mut self.store, laps);
+        if result.is_err() && !self.store.state.gaussian_done {
+            self.store.roll_back();
         }
-        result
+        result?;
+        Ok(RunSummary {
+            completed_laps: self.store.state.completed_laps,
+            metrics: read_jsonl(&self.store.dir.join(METRICS_FILE))?,
+        })
+    }
+}
+
+impl RunDir {
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Removes what [`EmRun::create_with`] wrote, after a failure before the first commit (rank 0 only,
@@ -495,82 +573,47 @@ impl EmRun {
             let _ = std::fs::remove_dir(&self.dir);
         }
     }
+}
 
-    /// [`EmRun::run_until`] without the roll-back.
-    fn run_steps(&mut self, laps: usize) -> Result<RunSummary> {
-        let laps = laps.min(self.config.laps);
-        let bar = self.bar(laps as u64, "laps");
-        bar.set_position(self.state.completed_laps as u64);
-        if !self.state.gaussian_done {
-            bar.set_message("Gaussian EM");
-            self.fit_initial_gaussian()?;
-        }
-        if self.model.is_none() {
-            let model = self.new_model();
-            self.model = Some(sync(&*self.comm, model)?);
-        }
-        self.broadcast_parameters()?;
-        if self.config.order == LapOrder::TrainThenSample && !self.state.initial_samples_done {
-            bar.set_message("initial E-step");
-            self.initial_samples()?;
-        }
-        while self.state.completed_laps < laps {
-            let lap = self.state.completed_laps;
-            bar.set_message(format!("lap {lap}"));
-            self.run_lap(lap)?;
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        Ok(RunSummary {
-            completed_laps: self.state.completed_laps,
-            metrics: read_jsonl(&self.dir.join(METRICS_FILE))?,
-        })
+impl RunStore for RunDir {
+    fn save_gaussian(&mut self, _em: &EmLoop, prior: &GaussianPrior) -> Result<()> {
+        self.write_gaussian(prior)
     }
 
-    /// A progress bar named `what`, shown on rank 0 when the configuration asks for progress (in a terminal,
-    /// or as timestamped log lines without one: [`diem_models::progress`]).
-    fn bar(&self, len: u64, what: &str) -> diem_models::progress::Progress {
-        diem_models::progress::progress_bar(len, what, self.config.progress && self.comm.is_root())
+    fn save_initial_samples(&mut self, _em: &EmLoop, samples: &Tensor) -> Result<()> {
+        self.write_initial_samples(samples)
     }
 
-    /// Rank 0 writes `state.bin` with `change` applied (the commit point of a step); every rank applies
-    /// `change` to its state once every rank has succeeded.
+    fn save_lap(&mut self, em: &EmLoop, outcome: &LapOutcome) -> Result<()> {
+        self.write_lap(em, outcome)
+    }
+
+    /// Rank 0 writes `state.bin` with `next` applied (the commit point of a step); every rank takes the new
+    /// state once every rank has succeeded.
     ///
     /// A lap's commit also records `config.json`'s resumable changes (they were written into the lap's line of
     /// `metrics.jsonl`) as the configuration of the committed steps.
-    fn commit_with(&mut self, written: Result<()>, change: impl Fn(&mut RunState)) -> Result<()> {
+    fn commit(&mut self, _em: &EmLoop, written: Result<()>, next: LoopState) -> Result<()> {
         let text =
             serde_json::to_string(&self.stored_config).map_err(|e| EmError::config("config", e.to_string()));
         let written = written.and(text).and_then(|text| {
-            let mut next = self.state.clone();
-            change(&mut next);
-            if next.completed_laps != self.state.completed_laps || next.config.is_empty() {
-                next.config = text;
+            let mut state = self.state.clone();
+            state.gaussian_done = next.gaussian_done;
+            state.initial_samples_done = next.initial_samples_done;
+            state.completed_laps = next.completed_laps;
+            if state.completed_laps != self.state.completed_laps || state.config.is_empty() {
+                state.config = text;
             }
             if self.comm.is_root() {
-                next.save(&self.dir.join(STATE_FILE))?;
+                state.save(&self.dir.join(STATE_FILE))?;
             }
-            Ok(next)
+            Ok(state)
         });
-        let next = sync(&*self.comm, written)?;
-        if next.completed_laps != self.state.completed_laps {
+        let state = sync(&*self.comm, written)?;
+        if state.completed_laps != self.state.completed_laps {
             self.pending_changes.clear();
         }
-        self.state = next;
-        Ok(())
-    }
-
-    /// Rank 0's parameters on every rank, once per process (they then stay identical: the ranks take the
-    /// same optimizer steps). Nothing to do for one process.
-    fn broadcast_parameters(&mut self) -> Result<()> {
-        if self.comm.size() == 1 {
-            return Ok(());
-        }
-        let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
-        let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
-        tch::no_grad(|| self.comm.broadcast(&mut tensors, 0))?;
+        self.state = state;
         Ok(())
     }
 }
@@ -584,24 +627,7 @@ struct Loaded {
     samples: Option<Tensor>,
     changes: Vec<ConfigChange>,
     warnings: Vec<String>,
-}
-
-/// The rows of the training E-step (k samples per observation, in chunks of the effective chunk size) that
-/// rank `rank` of `size` computes.
-fn training_rows(config: &EmConfig, obs: &Observation, rank: usize, size: usize) -> std::ops::Range<i64> {
-    let k = config.estep.samples_per_observation;
-    let chunk = config.estep.effective_chunk(obs.operator.x_numel());
-    let total = obs.len() * k as i64;
-    chunk_rows(&shard_chunks(chunk_count(obs.len(), k, chunk), rank, size), chunk, total)
-}
-
-/// The device that holds the observations and the samples of a run on `device` (SPEC.md §8; see
-/// [`DataStorage`]).
-fn data_device(config: &EmConfig, device: Device) -> Device {
-    match config.storage {
-        DataStorage::Device => device,
-        DataStorage::Host => Device::Cpu,
-    }
+    factory: Rc<dyn ModelFactory>,
 }
 
 /// The checkpoint directory a prior path names: `path` itself when it holds a model checkpoint

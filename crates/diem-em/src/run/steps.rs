@@ -1,5 +1,6 @@
-//! The steps of an [`EmRun`]: the Gaussian initialization, E-steps (training and validation sets), M-steps
-//! and one whole lap with its files, metrics and observers (SPEC.md §7.4, §8).
+//! The steps of an [`EmLoop`] (and so of an [`crate::EmRun`]): the Gaussian initialization, E-steps
+//! (training and validation sets), M-steps and one whole lap (SPEC.md §7.4, §8); then what the run directory
+//! ([`RunDir`]) writes of them: files, metrics and observers.
 //!
 //! On several ranks ([`crate::dist`]) every step is shared: each rank computes its chunks of an E-step and
 //! trains on its own shard of the samples with averaged gradients; rank 0 gathers what is written and writes
@@ -12,10 +13,11 @@ use serde_json::{json, Map, Value};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-use super::EmRun;
-use crate::config::{GaussianEmConfig, LapOrder};
+use super::RunDir;
+use crate::config::{EmConfig, GaussianEmConfig, LapOrder};
 use crate::diagnostics::{estep_consistency, observation_diagnostic, sample_stats};
 use crate::dist::{check_parameters, gather_to_root, local_batch, shard_chunks, sync, DistReducer};
+use crate::emloop::{EmLoop, LapOutcome};
 use crate::error::{EmError, Result};
 use crate::estep::{chunk_count, posterior_shard, EStepPlan, EStepShard};
 use crate::gaussian::{cov_x_mmps, fit_gaussian_on, GaussianPrior};
@@ -23,17 +25,19 @@ use crate::io::{create_dir, read_jsonl, write_jsonl, write_npy};
 use crate::layout::{
     lap_dir, GAUSSIAN_FILE, INIT_DIR, METRICS_FILE, SAMPLES_FILE, TRAIN_LOG_FILE, VALIDATION_FILE,
 };
-use crate::mstep::{filter_samples, loss_summary, m_step_parallel, ValidationRecord};
+use crate::mstep::{filter_samples, loss_summary, m_step_observed, ValidationRecord};
 use crate::observer::LapContext;
 use crate::seed::{derive_seed, torch_seed, SeedPurpose};
 
-impl EmRun {
-    pub(super) fn fit_initial_gaussian(&mut self) -> Result<()> {
+impl EmLoop {
+    /// Fits the Gaussian initial prior (SPEC.md §7.4), as a resume reads it back ([`as_stored`]).
+    pub(crate) fn compute_gaussian(&self) -> Result<GaussianPrior> {
         let g = &self.config.gaussian;
         let indices = g.pair_indices(self.observations.len());
         let chunks = chunk_count(indices.len() as i64, 1, g.chunk_size as i64);
         let mine = shard_chunks(chunks, self.comm.rank(), self.comm.size());
-        let bar = self.bar((mine.end - mine.start) * g.iterations as u64, "Gaussian EM chunks");
+        let bar = &*self.progress;
+        bar.start("Gaussian EM chunks", (mine.end - mine.start) * g.iterations as u64);
         // Only the pairs the fit uses go to the device (all of them when the data already live there); the
         // moved subset is then taken whole.
         let (moved, all_of_it);
@@ -50,44 +54,33 @@ impl EmRun {
             g,
             self.config.schedule(),
             self.config.seed,
-            Some(bar.bar()),
+            Some(bar),
             &mut |_, _| Ok(()),
         )?;
-        bar.finish_and_clear();
-        let prior = as_stored(&prior)?;
-        let written = if self.comm.is_root() {
-            (|| {
-                prior.save(&self.dir.join(GAUSSIAN_FILE))?;
-                for o in &mut self.observers {
-                    o.on_gaussian(&self.dir, &prior)?;
-                }
-                Ok(())
-            })()
-        } else {
-            Ok(())
-        };
-        self.gaussian = Some(prior);
-        self.commit_with(written, |s| s.gaussian_done = true)
+        bar.finish();
+        as_stored(&prior)
     }
 
-    pub(super) fn new_model(&self) -> Result<PriorModel> {
+    /// The model, freshly initialized from its seed, with `μ_x` from the Gaussian prior.
+    pub(crate) fn new_model(&self) -> Result<PriorModel> {
         let _rng = crate::mstep::TORCH_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(torch_seed(derive_seed(self.config.seed, SeedPurpose::Init, 0, 0)));
-        let mut model = PriorModel::new(self.config.network.clone(), self.config.schedule(), self.device)?;
+        let mut model = PriorModel::from_factory(&*self.factory, self.config.schedule(), self.device)?;
         let g = self
-            .gaussian()
+            .gaussian
+            .as_ref()
             .ok_or_else(|| EmError::config("gaussian", "the Gaussian prior must be fitted first"))?;
-        model.denoiser.set_mean(Some(g.mean_shaped().to_kind(Kind::Float).to_device(self.device)));
+        model.set_mean(Some(g.mean_shaped().to_kind(Kind::Float).to_device(self.device)));
         Ok(model)
     }
 
-    pub(super) fn current_gaussian(&self) -> Result<&GaussianPrior> {
+    pub(crate) fn current_gaussian(&self) -> Result<&GaussianPrior> {
         self.gaussian.as_ref().ok_or_else(|| EmError::config("gaussian", "the Gaussian prior is not fitted"))
     }
 
     /// This rank's shard of the E-step under the Gaussian prior (exact `cov_x` MMPS) or the model (configured
     /// posterior); every rank's outcome agreed.
-    pub(super) fn e_step(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<EStepShard> {
+    pub(crate) fn e_step(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<EStepShard> {
         let k = self.config.estep.samples_per_observation;
         let local = self.e_step_on(&self.observations, k, lap, purpose_lap_gaussian, SeedPurpose::EStepChunk);
         sync(&*self.comm, local)
@@ -95,7 +88,7 @@ impl EmRun {
 
     /// The lap's validation posterior samples (one per validation observation), drawn like [`Self::e_step`]'s
     /// with their own seeds and gathered on rank 0 (`None` elsewhere, and without a validation set).
-    pub(super) fn validation_samples(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Option<Tensor>> {
+    pub(crate) fn validation_samples(&self, lap: u64, purpose_lap_gaussian: bool) -> Result<Option<Tensor>> {
         let Some(v) = &self.validation else { return Ok(None) };
         let local = self.e_step_on(v, 1, lap, purpose_lap_gaussian, SeedPurpose::Validation);
         let shard = sync(&*self.comm, local)?;
@@ -104,7 +97,7 @@ impl EmRun {
 
     /// This rank's chunks of `k` posterior samples per observation of `obs` (see [`Self::e_step`]), chunk
     /// seeds from `purpose`.
-    pub(super) fn e_step_on(
+    pub(crate) fn e_step_on(
         &self,
         obs: &Observation,
         k: usize,
@@ -121,7 +114,8 @@ impl EmRun {
         let when = if lap == u64::MAX { "initial".to_string() } else { format!("lap {lap}:") };
         let what =
             if purpose == SeedPurpose::Validation { "validation E-step chunks" } else { "E-step chunks" };
-        let bar = self.bar(mine.end - mine.start, &format!("{when} {what}"));
+        let bar = &*self.progress;
+        bar.start(&format!("{when} {what}"), mine.end - mine.start);
         let gaussian_f32 = GaussianPrior {
             mean: gaussian.mean.to_kind(Kind::Float),
             cov: gaussian.cov.to_kind(Kind::Float),
@@ -140,38 +134,36 @@ impl EmRun {
         let shard = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
             let mmps = cov_x_mmps(&gaussian_f32, &e.posterior.solver);
-            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar.bar()))?
+            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar))?
         } else {
             let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
             let mmps = e.posterior.to_mmps(&gaussian_f32.cov);
-            let prior: &dyn Denoiser = &model.denoiser;
-            posterior_shard(prior, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar.bar()))?
+            let prior: &dyn Denoiser = model.denoiser();
+            posterior_shard(prior, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar))?
         };
-        bar.finish_and_clear();
+        bar.finish();
         Ok(shard)
     }
 
-    pub(super) fn initial_samples(&mut self) -> Result<()> {
+    /// The initial E-step of [`LapOrder::TrainThenSample`] with the Gaussian prior: this rank's samples, and
+    /// every rank's on rank 0, checked finite.
+    pub(crate) fn compute_initial_samples(&self) -> Result<(Tensor, Option<Tensor>)> {
         // π_0's chunks use a lap index no lap can have.
         let shard = self.e_step(u64::MAX, true)?;
         let all = gather_to_root(&*self.comm, &shard.samples)?;
-        let written = match &all {
+        let checked = match &all {
             Some(samples) => {
-                let dir = self.dir.join(INIT_DIR);
                 self.check_finite("the initial E-step (Gaussian prior, exact cov_x MMPS)", samples)
-                    .and_then(|()| create_dir(&dir))
-                    .and_then(|()| write_npy(&dir.join(SAMPLES_FILE), samples))
             }
             None => Ok(()),
         };
-        self.commit_with(written, |s| s.initial_samples_done = true)?;
-        self.samples = Some(shard.samples);
-        Ok(())
+        sync(&*self.comm, checked)?;
+        Ok((shard.samples, all))
     }
 
     /// This rank's part of a data-parallel M-step on its shard `data` (filtered, non-empty on every rank),
     /// with the validation samples on rank 0; every rank's outcome agreed.
-    pub(super) fn m_step(
+    pub(crate) fn m_step(
         &self,
         lap: usize,
         data: &Tensor,
@@ -184,14 +176,23 @@ impl EmRun {
         let vseed = derive_seed(self.config.seed, SeedPurpose::Validation, lap as u64, u64::MAX);
         let mut train = self.config.mstep.clone();
         train.progress = (train.progress || self.config.progress) && self.comm.is_root();
+        let progress = self.custom_progress.then(|| self.progress.clone());
         let parallel = (size > 1).then(|| {
             let b = local_batch(train.batch_size, rank, size);
             let reducer: Box<dyn diem_models::GradientReducer> =
                 Box::new(DistReducer::new(self.comm.clone(), b, train.batch_size));
             (reducer, b)
         });
-        let outcome =
-            m_step_parallel(model, data, validation.map(|v| (v, vseed)), &train, seed, lap, parallel);
+        let outcome = m_step_observed(
+            model,
+            data,
+            validation.map(|v| (v, vseed)),
+            &train,
+            seed,
+            lap,
+            parallel,
+            progress,
+        );
         let (mut report, ema, records) = sync(&*self.comm, outcome)?;
         if size > 1 {
             // Each rank logged its own losses; the curve is their mean (the gradient norms, taken after the
@@ -215,11 +216,10 @@ impl EmRun {
         sync(&*self.comm, local)
     }
 
-    pub(super) fn run_lap(&mut self, lap: usize) -> Result<()> {
+    /// One lap (SPEC.md §8, Algorithm 1) in memory, in the configured order; the state does not advance
+    /// ([`EmLoop::accept_lap`] does).
+    pub(crate) fn compute_lap(&mut self, lap: usize) -> Result<LapOutcome> {
         let start = Instant::now();
-        let dir = lap_dir(&self.dir, lap);
-        let made = if self.comm.is_root() { create_dir(&dir) } else { Ok(()) };
-        sync(&*self.comm, made)?;
         let bound = self.config.filter_bound;
         let validation_s;
         // `shard`: this rank's E-step samples; `all`: every rank's, on rank 0.
@@ -272,7 +272,7 @@ impl EmRun {
                     let fit = GaussianPrior::broadcast_from_root(&*self.comm, fit, &x_shape, self.device)?;
                     let fit = as_stored(&fit)?;
                     if let Some(m) = self.model.as_mut() {
-                        m.denoiser.set_mean(Some(fit.mean_shaped().to_kind(Kind::Float)));
+                        m.set_mean(Some(fit.mean_shaped().to_kind(Kind::Float)));
                     }
                     self.gaussian = Some(fit);
                 }
@@ -284,28 +284,22 @@ impl EmRun {
             }
         };
         let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
-        let hashes = check_parameters(&*self.comm, &model.vs, lap)?;
+        let hashes = check_parameters(&*self.comm, model.var_store(), lap)?;
         let stats = self.total_stats(&shard.stats)?;
-        let written = match &all {
-            Some(samples) => {
-                let lap_info = LapInfo {
-                    lap,
-                    dir: &dir,
-                    samples,
-                    report: &report,
-                    ema: ema.as_ref(),
-                    validation: &validation,
-                    times: (estep_s, mstep_s, validation_s, start),
-                    hashes: &hashes,
-                    stats,
-                };
-                self.write_lap(&lap_info)
-            }
-            None => Ok(()),
-        };
-        self.commit_with(written, |s| s.completed_laps = lap + 1)?;
-        self.samples = Some(shard.samples);
-        Ok(())
+        Ok(LapOutcome {
+            lap,
+            samples: shard.samples,
+            gathered: all,
+            report,
+            ema,
+            validation,
+            estep_seconds: estep_s,
+            mstep_seconds: mstep_s,
+            validation_seconds: validation_s,
+            started: start,
+            parameter_hashes: hashes,
+            stats,
+        })
     }
 
     /// Refuses non-finite E-step samples: a posterior sampler that returns NaN or ±∞ has broken down (a
@@ -376,32 +370,54 @@ impl EmRun {
             damped: sum(5),
         })
     }
+}
+
+impl RunDir {
+    /// Rank 0's part of the Gaussian initialization: `gaussian.safetensors` and the observers.
+    pub(super) fn write_gaussian(&mut self, prior: &GaussianPrior) -> Result<()> {
+        prior.save(&self.dir.join(GAUSSIAN_FILE))?;
+        for o in &mut self.observers {
+            o.on_gaussian(&self.dir, prior)?;
+        }
+        Ok(())
+    }
+
+    /// Rank 0's part of the initial E-step: `init/samples.npy`.
+    pub(super) fn write_initial_samples(&self, samples: &Tensor) -> Result<()> {
+        let dir = self.dir.join(INIT_DIR);
+        create_dir(&dir).and_then(|()| write_npy(&dir.join(SAMPLES_FILE), samples))
+    }
 
     /// The magnitude beyond which an E-step sample is implausible ([`crate::DiagnosticsConfig::sample_bound`]):
     /// as configured, else the largest `|μ_i| + 10 · 4 σ_i` of `gaussian` (ten times a ±2σ range).
-    fn sample_bound(&self, gaussian: &GaussianPrior) -> f64 {
-        self.config.diagnostics.sample_bound.unwrap_or_else(|| {
+    fn sample_bound(config: &EmConfig, gaussian: &GaussianPrior) -> f64 {
+        config.diagnostics.sample_bound.unwrap_or_else(|| {
             let sd = gaussian.cov.diag().to_kind(Kind::Double).clamp_min(0.0).sqrt();
             let extent = gaussian.mean.to_kind(Kind::Double).abs() + sd * 40.0;
             extent.max().double_value(&[])
         })
     }
 
-    /// Rank 0's part of a lap: the lap's files, its metrics line, the observers, and the commit.
-    fn write_lap(&mut self, info: &LapInfo<'_>) -> Result<()> {
-        let LapInfo { lap, dir, samples, report, ema, validation, hashes, .. } = *info;
-        let (estep_s, mstep_s, validation_s, start) = info.times;
-        let bound = self.config.filter_bound;
-        if self.validation.is_some() {
+    /// Rank 0's part of a lap: the lap's files, its metrics line and the observers (the commit follows).
+    pub(super) fn write_lap(&mut self, em: &EmLoop, outcome: &LapOutcome) -> Result<()> {
+        let LapOutcome { lap, report, ema, validation, parameter_hashes: hashes, .. } = outcome;
+        let (lap, ema, hashes) = (*lap, ema.as_ref(), hashes.as_slice());
+        let samples = outcome.gathered.as_ref().ok_or_else(|| {
+            EmError::config("samples", "a lap is written on rank 0, with every rank's samples")
+        })?;
+        let (estep_s, mstep_s, validation_s, start) =
+            (outcome.estep_seconds, outcome.mstep_seconds, outcome.validation_seconds, outcome.started);
+        let dir = &lap_dir(&self.dir, lap);
+        create_dir(dir)?;
+        let config = &em.config;
+        let bound = config.filter_bound;
+        if em.validation.is_some() {
             let lines: Vec<Value> = validation.iter().map(|r| json!(r)).collect();
             write_jsonl(&dir.join(VALIDATION_FILE), &lines)?;
         }
         let kept = filter_samples(samples, bound);
-        let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
-        let gaussian = self
-            .gaussian
-            .as_ref()
-            .ok_or_else(|| EmError::config("gaussian", "the Gaussian prior is not fitted"))?;
+        let model = em.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
+        let gaussian = em.current_gaussian()?;
         checkpoint::save(dir, model, ema)?;
         write_npy(&dir.join(SAMPLES_FILE), samples)?;
         gaussian.save(&dir.join(GAUSSIAN_FILE))?;
@@ -412,19 +428,19 @@ impl EmRun {
         let stats = sample_stats(&kept);
         let total = samples.size()[0];
         let diag = observation_diagnostic(
-            &self.observations,
+            &em.observations,
             samples,
-            derive_seed(self.config.seed, SeedPurpose::Diagnostic, lap as u64, 0),
-            self.config.diagnostics.sinkhorn_subsample,
+            derive_seed(config.seed, SeedPurpose::Diagnostic, lap as u64, 0),
+            config.diagnostics.sinkhorn_subsample,
         )?;
-        let consistency = estep_consistency(&self.observations, samples, self.sample_bound(gaussian))?;
+        let consistency = estep_consistency(&em.observations, samples, Self::sample_bound(config, gaussian))?;
         if let Some(w) = consistency.warning() {
             eprintln!("diem: warning: lap {lap}: {w}");
         }
         metrics.extend(consistency.to_json());
-        metrics.insert("estep_fallbacks".into(), json!(info.stats.fallbacks));
-        metrics.insert("estep_damped".into(), json!(info.stats.damped));
-        metrics.insert("estep_vjps".into(), json!(info.stats.vjps));
+        metrics.insert("estep_fallbacks".into(), json!(outcome.stats.fallbacks));
+        metrics.insert("estep_damped".into(), json!(outcome.stats.damped));
+        metrics.insert("estep_vjps".into(), json!(outcome.stats.vjps));
         let fields = json!({
             "lap": lap,
             "loss_mean": finite(loss_mean),
@@ -442,9 +458,9 @@ impl EmRun {
             "obs_residual_rms": finite(diag.residual_rms),
             "obs_noise_rms": finite(diag.noise_rms),
             "obs_sinkhorn": diag.sinkhorn.and_then(finite),
-            "ranks": self.comm.size(),
+            "ranks": em.comm.size(),
         });
-        if self.validation.is_some() {
+        if em.validation.is_some() {
             let losses = validation.iter().map(|r| r.loss);
             metrics.insert("val_loss_last".into(), json!(validation.last().map(|r| r.loss).and_then(finite)));
             metrics.insert("val_loss_min".into(), json!(finite(losses.fold(f64::INFINITY, f64::min))));
@@ -471,14 +487,14 @@ impl EmRun {
                 lap,
                 run_dir: &self.dir,
                 lap_dir: dir.to_path_buf(),
-                config: &self.config,
-                prior: &model.denoiser,
+                config,
+                prior: model.denoiser(),
                 model,
                 gaussian,
                 samples,
                 kept: &kept,
-                observations: &self.observations,
-                device: self.device,
+                observations: &em.observations,
+                device: em.device,
                 metrics: &mut metrics,
             };
             for o in &mut self.observers {
@@ -522,21 +538,6 @@ fn as_stored(g: &GaussianPrior) -> Result<GaussianPrior> {
         _ => (None, None),
     };
     Ok(GaussianPrior { mean, cov: diem_linalg::Dplr::new(d, u, v)?, x_shape: g.x_shape.clone() })
-}
-
-/// What [`EmRun::write_lap`] writes.
-struct LapInfo<'a> {
-    lap: usize,
-    dir: &'a std::path::Path,
-    samples: &'a Tensor,
-    report: &'a TrainReport,
-    ema: Option<&'a Ema>,
-    validation: &'a [ValidationRecord],
-    /// E-step, M-step and validation seconds, and the lap's start.
-    times: (f64, f64, f64, Instant),
-    hashes: &'a [u64],
-    /// The E-step's costs and solver events over every rank.
-    stats: GuidanceStats,
 }
 
 /// What one M-step returns: the loss curve, the EMA and the validation losses.

@@ -16,6 +16,7 @@ pub use lr::{LrConfig, LrSchedule};
 
 use std::io::Write;
 use std::path::Path;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
@@ -23,6 +24,7 @@ use tch::{Kind, Tensor};
 
 use crate::edm::{EdmDenoiser, NoiseConditionalNet};
 use crate::error::{Error, Result};
+use crate::progress::{ProgressObserver, TerminalProgress};
 use crate::schedule::{Schedule, VeSchedule};
 
 /// Adam's hyper-parameters (SPEC.md §8).
@@ -114,7 +116,8 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// Record the mean loss every this many steps (≥ 1).
     pub log_every: usize,
-    /// Show an indicatif progress bar.
+    /// Show the training's progress (in a terminal or as log lines: [`TerminalProgress`]) when no observer
+    /// is given ([`Trainer::with_progress`]).
     pub progress: bool,
 }
 
@@ -277,6 +280,8 @@ pub struct Trainer {
     parallel: Option<(Box<dyn GradientReducer>, i64)>,
     /// The progress display's name.
     label: String,
+    /// Where progress goes; `None`: a [`TerminalProgress`] shown when `config.progress`.
+    progress: Option<Rc<dyn ProgressObserver>>,
 }
 
 impl std::fmt::Debug for dyn GradientReducer {
@@ -312,12 +317,20 @@ impl Trainer {
             device: vs.device(),
             parallel: None,
             label: "M-step steps".into(),
+            progress: None,
         })
     }
 
     /// Names the progress display ("lap 3: M-step steps"), as its log lines show it without a terminal.
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
+        self
+    }
+
+    /// Reports the training's progress to `observer` (one task of `config.steps` steps named by the label,
+    /// with the last logged loss as its message) instead of the terminal display `config.progress` asks for.
+    pub fn with_progress(mut self, observer: Rc<dyn ProgressObserver>) -> Self {
+        self.progress = Some(observer);
         self
     }
 
@@ -535,7 +548,11 @@ impl Trainer {
             return Err(Error::shape("training data", "[S, ...] with S ≥ 1", &size));
         }
         let total = self.config.steps;
-        let bar = crate::progress::progress_bar(total as u64, self.label.clone(), self.config.progress);
+        let observer: Rc<dyn ProgressObserver> = match &self.progress {
+            Some(p) => p.clone(),
+            None => Rc::new(TerminalProgress::new(self.config.progress)),
+        };
+        observer.start(&self.label, total as u64);
         let mut report = TrainReport::default();
         let mut window: Vec<(Tensor, Tensor)> = Vec::with_capacity(self.config.log_every);
         let flush = |window: &mut Vec<(Tensor, Tensor)>, step: usize, lr: f64, report: &mut TrainReport| {
@@ -563,15 +580,15 @@ impl Trainer {
             if window.len() == self.config.log_every || s + 1 == total {
                 flush(&mut window, s, lr, &mut report);
                 if let Some(r) = report.records.last() {
-                    bar.set_message(format!("loss {:.4e}", r.loss));
+                    observer.message(&format!("loss {:.4e}", r.loss));
                 }
             }
-            bar.inc(1);
+            observer.advance(1);
             if every > 0 && ((s + 1) % every == 0 || s + 1 == total) {
                 hook(s + 1, self)?;
             }
         }
-        bar.finish_and_clear();
+        observer.finish();
         Ok(report)
     }
 }
