@@ -16,8 +16,8 @@ use diem_metrics::Sinkhorn;
 use diem_models::VeSchedule;
 use diem_operators::{NoiseCov, Projection};
 use diem_sampling::{
-    CovHeuristic, Ddim, Ddpm, DiffPir, DiffPirConfig, Dps, Mmps, MmpsConfig, NoiseRng, Pgdm, PgdmConfig,
-    Sampler, TimeGrid, Tmpd, TmpdConfig,
+    Covariance, Ddim, Ddpm, DiffPirSpec, DpsSpec, Measurement, MmpsSpec, NoiseRng, PgdmSpec, PosteriorMethod,
+    Sampler, SolverSpec, TimeGrid, TmpdSpec,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -89,6 +89,29 @@ impl SweepMethod {
             Self::CovX => "heuristic_cov_x",
             Self::Mmps1Unguarded => "mmps_cg1_unguarded",
             Self::Mmps3Unguarded => "mmps_cg3_unguarded",
+        }
+    }
+}
+
+impl SweepMethod {
+    /// The method in the posterior vocabulary: MMPS (default safeguards unless unguarded) with 1 or 3 CG
+    /// iterations, the heuristics with 1 (`zeros`) or 3 iterations, and the baselines with their defaults
+    /// (DPS ζ = 1; TMPD, PiGDM GMRES 5; DiffPIR λ = 8, GMRES 5).
+    pub fn posterior(self) -> PosteriorMethod {
+        let mmps = |covariance, n| PosteriorMethod::Mmps(MmpsSpec::new(covariance, SolverSpec::cg(n)));
+        match self {
+            Self::Mmps1 => mmps(Covariance::Tweedie, 1),
+            Self::Mmps3 => mmps(Covariance::Tweedie, 3),
+            Self::Mmps1Unguarded => mmps(Covariance::Tweedie, 1).without_safeguards(),
+            Self::Mmps3Unguarded => mmps(Covariance::Tweedie, 3).without_safeguards(),
+            Self::Zeros => mmps(Covariance::Zeros, 1),
+            Self::CovT => mmps(Covariance::CovT, 3),
+            Self::Ones => mmps(Covariance::Ones, 3),
+            Self::CovX => mmps(Covariance::CovX, 3),
+            Self::Dps => PosteriorMethod::Dps(DpsSpec::default()),
+            Self::Tmpd => PosteriorMethod::Tmpd(TmpdSpec::default()),
+            Self::Pgdm => PosteriorMethod::Pgdm(PgdmSpec::default()),
+            Self::DiffPir => PosteriorMethod::DiffPir(DiffPirSpec::default()),
         }
     }
 }
@@ -186,49 +209,32 @@ pub fn sample_posterior(
         .map_err(|e| BenchError::config("sigma_y", e.to_string()))?;
     let schedule = VeSchedule::manifold();
     let grid = sampling("steps", TimeGrid::uniform(steps))?;
-    let ddim = Ddim::new(schedule, grid.clone());
-    let shape = [n, d];
+    // DPS and DiffPIR run on DDPM (η = 1, as their papers), the others on DDIM.
+    let sampler: Box<dyn Sampler> = match method {
+        SweepMethod::Dps | SweepMethod::DiffPir => Box::new(Ddpm::new(schedule, grid)),
+        _ => Box::new(Ddim::new(schedule, grid)),
+    };
     let mut rng = NoiseRng::seeded(seed);
     let name = method.name();
     let (kind, dev) = (Kind::Double, Device::Cpu);
-    let mmps = |config: MmpsConfig, rng: &mut NoiseRng| -> Result<Tensor> {
-        let den = sampling(name, Mmps::new(&prior, &op, &y, noise.clone(), config))?;
-        sampling(name, ddim.sample(&den, &shape, kind, dev, rng))
+    let posterior = method.posterior();
+    let sigma_x = if posterior.needs_sigma_x() {
+        let centres = prior.centres();
+        let kc = centres.size()[0];
+        let centred = (centres - centres.mean_dim(0, true, kind)) / (kc as f64).sqrt();
+        let diag = Tensor::full([d], problem.config.std.powi(2), (kind, dev));
+        let cov = Dplr::new(diag, Some(centred.tr().contiguous()), Some(centred.contiguous()))
+            .map_err(|e| BenchError::config("cov_x", e.to_string()))?;
+        Some(cov)
+    } else {
+        None
     };
-    match method {
-        SweepMethod::Mmps1 => mmps(MmpsConfig::cg(1), &mut rng),
-        SweepMethod::Mmps3 => mmps(MmpsConfig::cg(3), &mut rng),
-        SweepMethod::Mmps1Unguarded => mmps(MmpsConfig::cg(1).unguarded(), &mut rng),
-        SweepMethod::Mmps3Unguarded => mmps(MmpsConfig::cg(3).unguarded(), &mut rng),
-        SweepMethod::Zeros => mmps(MmpsConfig::cg(1).with_heuristic(CovHeuristic::Zeros), &mut rng),
-        SweepMethod::CovT => mmps(MmpsConfig::cg(3).with_heuristic(CovHeuristic::CovT), &mut rng),
-        SweepMethod::Ones => mmps(MmpsConfig::cg(3).with_heuristic(CovHeuristic::Ones), &mut rng),
-        SweepMethod::CovX => {
-            let centres = prior.centres();
-            let kc = centres.size()[0];
-            let centred = (centres - centres.mean_dim(0, true, kind)) / (kc as f64).sqrt();
-            let diag = Tensor::full([d], problem.config.std.powi(2), (kind, dev));
-            let cov = Dplr::new(diag, Some(centred.tr().contiguous()), Some(centred.contiguous()))
-                .map_err(|e| BenchError::config("cov_x", e.to_string()))?;
-            mmps(MmpsConfig::cg(3).with_heuristic(CovHeuristic::CovX(cov)), &mut rng)
-        }
-        SweepMethod::Dps => {
-            let dps = sampling(name, Dps::new(schedule, grid, &op, &y, 1.0))?;
-            sampling(name, dps.sample(&prior, &shape, kind, dev, &mut rng))
-        }
-        SweepMethod::Tmpd => {
-            let den = sampling(name, Tmpd::new(&prior, &op, &y, noise.clone(), TmpdConfig::default()))?;
-            sampling(name, ddim.sample(&den, &shape, kind, dev, &mut rng))
-        }
-        SweepMethod::Pgdm => {
-            let den = sampling(name, Pgdm::new(&prior, &op, &y, noise.clone(), PgdmConfig::default()))?;
-            sampling(name, ddim.sample(&den, &shape, kind, dev, &mut rng))
-        }
-        SweepMethod::DiffPir => {
-            let den = sampling(name, DiffPir::new(&prior, &op, &y, noise.clone(), DiffPirConfig::default()))?;
-            sampling(name, Ddpm::new(schedule, grid).sample(&den, &shape, kind, dev, &mut rng))
-        }
-    }
+    let measurement = sampling(name, Measurement::new(&op, &y, noise))?;
+    let (x, _) = sampling(
+        name,
+        posterior.sample(&prior, measurement, sigma_x.as_ref(), sampler.as_ref(), kind, dev, &mut rng),
+    )?;
+    Ok(x)
 }
 
 /// Runs `methods` on one (dimension, seed) problem.

@@ -111,7 +111,7 @@ fn paper_em(laps: usize, network: UNetConfig, mstep: TrainConfig) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 1,
             sampler: SamplerSpec::Ddpm { steps: 256 },
-            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)).into(),
             chunk_size: 256,
             memory_budget_mib: None,
         },

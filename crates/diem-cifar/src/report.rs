@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use diem_em::{Covariance, SamplerSpec, SolverMethod};
+use diem_em::{Covariance, PosteriorMethod};
 use diem_models::{LrSchedule, NetworkConfig};
 use serde_json::Value;
 
@@ -70,22 +70,20 @@ fn settings(config: &CifarConfig, s: &mut String) {
         LrSchedule::Linear { end } => format!("{:e} → {end:e} linear", t.lr.init),
         other => format!("{:e}, {other:?}", t.lr.init),
     };
-    let sampler = match e.estep.sampler {
-        SamplerSpec::Ddpm { steps } => format!("DDPM, T = {steps}"),
-        SamplerSpec::Ddim { steps } => format!("DDIM, T = {steps}"),
-        SamplerSpec::Pc { steps, corrections, tau } => {
-            format!("PC, T = {steps}, C = {corrections}, τ = {tau}")
+    let sampler = e.estep.sampler.to_string();
+    let posterior = match &e.estep.posterior {
+        PosteriorMethod::Mmps(m) => {
+            let covariance = match m.covariance {
+                Covariance::Tweedie => "the Tweedie covariance".to_string(),
+                other => format!("the {other:?} heuristic"),
+            };
+            format!(
+                "MMPS with {covariance}, {} {} iteration(s)",
+                m.solver.method.label(),
+                m.solver.iterations
+            )
         }
-    };
-    let covariance = match e.estep.posterior.covariance {
-        Covariance::Tweedie => "the Tweedie covariance".to_string(),
-        other => format!("the {other:?} heuristic"),
-    };
-    let solver = &e.estep.posterior.solver;
-    let method = match solver.method {
-        SolverMethod::Cg => "CG",
-        SolverMethod::Gmres => "GMRES",
-        SolverMethod::Bicgstab => "BiCGSTAB",
+        other => other.to_string(),
     };
     let a = &t.augment;
     let images = config.images.map_or_else(|| "all".to_string(), |n| n.to_string());
@@ -116,11 +114,7 @@ fn settings(config: &CifarConfig, s: &mut String) {
         a.hue,
         a.saturation
     );
-    let _ = writeln!(
-        s,
-        "| E-step | {sampler}; MMPS with {covariance}, {method} {} iteration(s); from μ_x + σ(1) z, σ(1) = {} |",
-        solver.iterations, t.schedule.b
-    );
+    let _ = writeln!(s, "| E-step | {sampler}; {posterior}; from μ_x + σ(1) z, σ(1) = {} |", t.schedule.b);
     if let Some(r) = &e.refit {
         let _ =
             writeln!(s, "| refit | PPCA of μ_x, rank {} on the first {} E-step samples |", r.rank, r.samples);

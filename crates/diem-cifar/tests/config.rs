@@ -25,9 +25,10 @@ fn paper_preset_is_section_9b() {
     let a = e.mstep.augment;
     assert!(a.hflip && a.hue == 0.01 && a.saturation == 0.05 && a.translate == 0);
     assert_eq!(e.estep.sampler, SamplerSpec::Ddpm { steps: 256 });
-    assert_eq!(e.estep.posterior.covariance, Covariance::Tweedie);
-    assert_eq!(e.estep.posterior.solver.iterations, 1);
-    assert_eq!(e.estep.posterior.solver.rtol, None);
+    let mmps = e.estep.posterior.mmps().expect("the paper's E-step is MMPS");
+    assert_eq!(mmps.covariance, Covariance::Tweedie);
+    assert_eq!(mmps.solver.iterations, 1);
+    assert_eq!(mmps.solver.rtol, None);
     assert_eq!(e.estep.samples_per_observation, 1);
     let r = e.refit.unwrap();
     assert_eq!((r.rank, r.samples), (64, 16_384));

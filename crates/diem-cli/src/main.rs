@@ -112,8 +112,9 @@ enum Cmd {
         /// Observations (.npz or .safetensors).
         #[arg(long)]
         observations: PathBuf,
-        /// mmps, mmps-cov-x, mmps-cov-t, mmps-ones, mmps-zeros, pgdm, tmpd, diffpir or dps.
-        #[arg(long, default_value = "mmps")]
+        /// The posterior method (diem_sampling::PosteriorMethod::NAMES).
+        #[arg(long, default_value = "mmps",
+              value_parser = clap::builder::PossibleValuesParser::new(diem_sampling::PosteriorMethod::NAMES))]
         method: String,
         /// Output .npy file (not an input, not inside the prior's directory).
         #[arg(long)]

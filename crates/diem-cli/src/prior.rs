@@ -3,16 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use diem_em::{write_npy, Covariance, PosteriorSpec, SafeguardSpec, SamplerSpec, SolverMethod, SolverSpec};
-use diem_linalg::Dplr;
+use diem_em::{posterior_shard_observed, write_npy, EStepPlan};
 use diem_models::{checkpoint, Denoiser, PriorModel};
 use diem_operators::Observation;
 use diem_sampling::{
-    DiffPir, DiffPirConfig, Dps, Mmps, NoiseRng, Pgdm, PgdmConfig, Sampler, TimeGrid, Tmpd, TmpdConfig,
+    NoiseRng, PosteriorMethod, SamplerSpec, SolverMethod, SolverSpec, StepInfo, StepObserver,
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::checks::{check_memory, finite_result, output_path, say, warn, Watch};
+use crate::checks::{check_memory, finite_result, output_path, say, warn, FirstNonFinite, Watch};
 
 /// Loads the prior named by `path` (a checkpoint directory or a run directory: its last lap).
 pub fn load_prior(path: &Path, device: Device) -> Result<(PathBuf, PriorModel)> {
@@ -24,14 +23,14 @@ pub fn load_prior(path: &Path, device: Device) -> Result<(PathBuf, PriorModel)> 
 
 /// The sampler named on the command line.
 pub fn sampler_spec(name: &str, steps: usize) -> Result<SamplerSpec> {
-    if steps > diem_em::config::MAX_STEPS {
-        bail!("--steps must be at most {}, got {steps}", diem_em::config::MAX_STEPS);
+    if steps > diem_sampling::MAX_STEPS {
+        bail!("--steps must be at most {}, got {steps}", diem_sampling::MAX_STEPS);
     }
-    Ok(match name {
-        "ddpm" => SamplerSpec::Ddpm { steps },
-        "ddim" => SamplerSpec::Ddim { steps },
-        "pc" => SamplerSpec::Pc { steps, corrections: 1, tau: 0.1 },
-        other => bail!("--sampler: unknown sampler {other:?} (expected ddpm, ddim or pc)"),
+    SamplerSpec::from_name(name, steps).map_err(|_| {
+        anyhow::anyhow!(
+            "--sampler: unknown sampler {name:?} (expected one of {})",
+            SamplerSpec::NAMES.join(", ")
+        )
     })
 }
 
@@ -139,14 +138,51 @@ pub struct PosteriorArgs<'a> {
     pub device: Device,
 }
 
-/// The posterior methods `diem posterior --method` accepts.
-pub const METHODS: &[&str] =
-    &["mmps", "mmps-cov-x", "mmps-cov-t", "mmps-ones", "mmps-zeros", "pgdm", "tmpd", "diffpir", "dps"];
+/// Records the first sampler step after which a sample holds NaN or ±∞ (step index, σ_t, rows).
+#[derive(Default)]
+struct FirstBadStep(Option<FirstNonFinite>);
 
-/// `diem posterior`: one posterior sample per observation, chunked, chunk `c` seeded `seed + c`.
+impl StepObserver for FirstBadStep {
+    fn on_step(&mut self, info: &StepInfo, x: &Tensor) {
+        if self.0.is_none() {
+            let rows = diem_em::error::non_finite_rows(x);
+            if !rows.is_empty() {
+                self.0 = Some((info.index, info.sigma_t, rows));
+            }
+        }
+    }
+}
+
+/// The method `--method`, `--solver`, `--iterations`, `--zeta` and `--unguarded` name, through
+/// [`PosteriorMethod::from_name`].
+pub fn posterior_method(a: &PosteriorArgs<'_>) -> Result<PosteriorMethod> {
+    let solver_method = SolverMethod::from_name(a.solver).map_err(|_| {
+        anyhow::anyhow!("--solver: unknown solver {:?} (expected cg, gmres or bicgstab)", a.solver)
+    })?;
+    if a.iterations > diem_sampling::MAX_ITERATIONS {
+        bail!("--iterations must be at most {}, got {}", diem_sampling::MAX_ITERATIONS, a.iterations);
+    }
+    let method = PosteriorMethod::from_name(a.method, SolverSpec::new(solver_method, a.iterations))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--method: unknown method {:?} (expected one of {})",
+                a.method,
+                PosteriorMethod::NAMES.join(", ")
+            )
+        })?
+        .with_zeta(a.zeta);
+    Ok(if a.unguarded { method.without_safeguards() } else { method })
+}
+
+/// `diem posterior`: one posterior sample per observation, chunked, chunk `c` seeded `seed + c`, through the
+/// E-step's chunked loop ([`posterior_shard_observed`]).
 pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
-    if !METHODS.contains(&a.method) {
-        bail!("--method: unknown method {:?} (expected one of {})", a.method, METHODS.join(", "));
+    if !PosteriorMethod::NAMES.contains(&a.method) {
+        bail!(
+            "--method: unknown method {:?} (expected one of {})",
+            a.method,
+            PosteriorMethod::NAMES.join(", ")
+        );
     }
     if a.chunk < 1 {
         bail!("--chunk must be ≥ 1, got {}", a.chunk);
@@ -181,25 +217,8 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
         ));
     }
     check_memory(&format!("{} posterior samples", obs.len()), obs.len(), obs.operator.x_numel(), a.chunk)?;
-    let solver_method = match a.solver {
-        "cg" => SolverMethod::Cg,
-        "gmres" => SolverMethod::Gmres,
-        "bicgstab" => SolverMethod::Bicgstab,
-        other => bail!("--solver: unknown solver {other:?} (expected cg, gmres or bicgstab)"),
-    };
-    if a.iterations > diem_em::config::MAX_ITERATIONS {
-        bail!("--iterations must be at most {}, got {}", diem_em::config::MAX_ITERATIONS, a.iterations);
-    }
-    let solver = SolverSpec { method: solver_method, iterations: a.iterations, rtol: None, coupled: false };
-    let covariance = match a.method {
-        "mmps-cov-x" => Some(Covariance::CovX),
-        "mmps-cov-t" => Some(Covariance::CovT),
-        "mmps-ones" => Some(Covariance::Ones),
-        "mmps-zeros" => Some(Covariance::Zeros),
-        "mmps" => Some(Covariance::Tweedie),
-        _ => None,
-    };
-    let sigma_x = if covariance == Some(Covariance::CovX) {
+    let method = posterior_method(a)?;
+    let sigma_x = if method.needs_sigma_x() {
         let path = dir.join(diem_em::layout::GAUSSIAN_FILE);
         let g = diem_em::GaussianPrior::load(&path, a.device)
             .with_context(|| format!("mmps-cov-x needs the run's Gaussian prior {}", path.display()))?;
@@ -211,7 +230,6 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
     let sampler = spec.build(model.schedule())?;
     let prior: &dyn Denoiser = model.denoiser();
     let n = obs.len();
-    let chunk = a.chunk;
     let hint = if a.method == "mmps-zeros" && a.unguarded {
         "; mmps-zeros takes the posterior covariance V to be 0, which over-corrects by about \
          (prior variance) / σ_y² per step when the noise is small: drop --unguarded, or use mmps, mmps-cov-x \
@@ -219,60 +237,16 @@ pub fn posterior(a: &PosteriorArgs<'_>) -> Result<()> {
     } else {
         ""
     };
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
-        let sub = obs.narrow(start, len);
-        let mut shape = vec![len];
-        shape.extend(sub.operator.x_shape());
-        let mut rng = NoiseRng::seeded(a.seed.wrapping_add((start / chunk) as u64));
-        // Every method's denoiser is watched, so a non-finite result names the step where it appeared.
-        let (x, watch_calls): (Tensor, _) = match (a.method, covariance) {
-            (_, Some(cov)) => {
-                let identity = identity_cov(&sub);
-                let mut spec = PosteriorSpec::new(cov, solver);
-                if a.unguarded {
-                    spec.safeguards = SafeguardSpec::none();
-                }
-                let cfg = spec.to_mmps(sigma_x.as_ref().unwrap_or(&identity));
-                let d = Mmps::from_observation(prior, &sub, cfg)?;
-                let w = Watch::new(&d);
-                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
-                (x, w.first_non_finite())
-            }
-            ("pgdm", None) => {
-                let d = Pgdm::from_observation(prior, &sub, PgdmConfig { solver: solver.to_solver() })?;
-                let w = Watch::new(&d);
-                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
-                (x, w.first_non_finite())
-            }
-            ("tmpd", None) => {
-                let d = Tmpd::from_observation(prior, &sub, TmpdConfig { solver: solver.to_solver() })?;
-                let w = Watch::new(&d);
-                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
-                (x, w.first_non_finite())
-            }
-            ("diffpir", None) => {
-                let cfg = DiffPirConfig { solver: solver.to_solver(), ..DiffPirConfig::default() };
-                let d = DiffPir::from_observation(prior, &sub, cfg)?;
-                let w = Watch::new(&d);
-                let x = sampler.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
-                (x, w.first_non_finite())
-            }
-            _ => {
-                let dps = Dps::from_observation(model.schedule(), TimeGrid::uniform(a.steps)?, &sub, a.zeta)?;
-                let w = Watch::new(prior);
-                let x = dps.sample(&w, &shape, Kind::Float, a.device, &mut rng)?;
-                (x, w.first_non_finite())
-            }
-        };
-        let per_step = if a.method == "dps" { 1 } else { sampler.calls_per_step() };
-        finite_result(a.method, &x, start, watch_calls.map(|f| (f, per_step, a.steps)), hint)?;
-        parts.push(x.to_device(Device::Cpu));
-        start += len;
-    }
-    let x = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0) };
+    let plan = EStepPlan::new(method.resolve(sigma_x.as_ref())?, 1)
+        .chunk(a.chunk)
+        .kind(Kind::Float)
+        .consecutive_seeds(a.seed);
+    let chunks = diem_em::estep::chunk_count(n, 1, a.chunk);
+    // Every step is watched, so a non-finite result names the step where it appeared.
+    let mut watch = FirstBadStep::default();
+    let shard = posterior_shard_observed(prior, &obs, sampler.as_ref(), &plan, 0..chunks, None, &mut watch)?;
+    let x = shard.samples.to_device(Device::Cpu);
+    finite_result(a.method, &x, 0, watch.0.map(|f| (f, 1, a.steps)), hint)?;
     write_npy(a.out, &x).with_context(|| format!("writing {}", a.out.display()))?;
     say(format!(
         "wrote {} posterior samples ({}) of shape {:?} to {}",
@@ -313,9 +287,4 @@ fn report_consistency(obs: &Observation, x: &Tensor) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// `Σ_x = I` for the heuristics that ignore Σ_x (only `cov_x` reads it).
-fn identity_cov(obs: &Observation) -> Dplr {
-    Dplr::identity(obs.operator.x_numel(), Kind::Float, obs.y.device())
 }

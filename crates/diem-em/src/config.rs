@@ -3,11 +3,7 @@
 
 use std::path::Path;
 
-use diem_linalg::Krylov;
 use diem_models::{MlpConfig, NetworkConfig, TrainConfig, VeSchedule};
-use diem_sampling::{
-    CovHeuristic, Ddim, Ddpm, MmpsConfig, PredictorCorrector, Sampler, SolverConfig, TimeGrid,
-};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EmError, Result};
@@ -15,248 +11,23 @@ use crate::error::{EmError, Result};
 /// The version of the configuration format; [`EmConfig::version`] must equal it.
 pub const CONFIG_VERSION: u32 = 1;
 
-/// The most steps a sampler may take (its time grid is allocated up front; the paper's longest is 4,096).
-pub const MAX_STEPS: usize = 1_000_000;
+pub use diem_sampling::{
+    Covariance, DiffPirSpec, DpsSpec, MmpsSpec, PgdmSpec, PosteriorMethod, SafeguardSpec, SamplerSpec,
+    SolverMethod, SolverSpec, TmpdSpec, MAX_ITERATIONS, MAX_STEPS,
+};
 
-/// The most iterations a Krylov solve may take (the paper's longest is 10·N for the manifold's N = 5).
-pub const MAX_ITERATIONS: usize = 100_000;
+/// The MMPS settings of an E-step under their former name: [`MmpsSpec`], one [`PosteriorMethod`] among
+/// others (`PosteriorMethod::Mmps(spec)`, or `spec.into()`).
+pub type PosteriorSpec = MmpsSpec;
 
-/// A Krylov solve inside MMPS, as configured (SPEC.md §6): `{"method": "cg", "iterations": 3, "rtol": null}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SolverSpec {
-    /// `"cg"`, `"gmres"` or `"bicgstab"`.
-    pub method: SolverMethod,
-    /// Iterations (the cap when `rtol` is set).
-    pub iterations: usize,
-    /// Optional relative tolerance (stops early; one host synchronization per iteration).
-    #[serde(default)]
-    pub rtol: Option<f64>,
-    /// Couple the systems of one chunk: shared step sizes and one stopping test over the chunk, as the
-    /// authors' JAX code solves them under `vmap`, for reproductions that must match it. Default `false`:
-    /// one system per sample.
-    #[serde(default)]
-    pub coupled: bool,
-}
-
-/// The Krylov method's name in a configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SolverMethod {
-    /// Conjugate gradients.
-    Cg,
-    /// GMRES.
-    Gmres,
-    /// BiCGSTAB.
-    Bicgstab,
-}
-
-impl SolverSpec {
-    /// `n` CG iterations, no tolerance.
-    pub fn cg(n: usize) -> Self {
-        Self { method: SolverMethod::Cg, iterations: n, rtol: None, coupled: false }
-    }
-
-    /// The sampling crate's solver configuration.
-    pub fn to_solver(&self) -> SolverConfig {
-        let method = match self.method {
-            SolverMethod::Cg => Krylov::Cg,
-            SolverMethod::Gmres => Krylov::Gmres,
-            SolverMethod::Bicgstab => Krylov::BiCgStab,
-        };
-        SolverConfig::new(method, self.iterations).with_rtol(self.rtol).coupled(self.coupled)
-    }
-
-    fn validate(&self, field: &str) -> Result<()> {
-        if self.iterations == 0 || self.iterations > MAX_ITERATIONS {
-            return Err(EmError::config(
-                format!("{field}.iterations"),
-                format!("must lie in 1..={MAX_ITERATIONS}, got {}", self.iterations),
-            ));
+/// Re-labels a sampling-crate configuration error with the section's dotted name (`estep.posterior` +
+/// `solver.iterations`).
+fn in_section(section: &str, e: diem_sampling::SamplingError) -> EmError {
+    match e {
+        diem_sampling::SamplingError::Config { field, reason } => {
+            EmError::config(format!("{section}.{field}"), reason)
         }
-        if let Some(r) = self.rtol {
-            if !(r.is_finite() && r >= 0.0) {
-                return Err(EmError::config(
-                    format!("{field}.rtol"),
-                    format!("must be finite and ≥ 0, got {r}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The reverse-diffusion sampler of an E-step (SPEC.md §4), externally tagged:
-/// `{"ddpm": {"steps": 256}}`, `{"ddim": {"steps": 256}}`, `{"pc": {"steps": 4096, "corrections": 1, "tau": 0.1}}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum SamplerSpec {
-    /// DDPM (η = 1), SPEC.md §4.2.
-    Ddpm {
-        /// Steps T.
-        steps: usize,
-    },
-    /// DDIM (η = 0), SPEC.md §4.3.
-    Ddim {
-        /// Steps T.
-        steps: usize,
-    },
-    /// Predictor-corrector, SPEC.md §4.4.
-    Pc {
-        /// Steps T.
-        steps: usize,
-        /// Langevin corrections C per step.
-        corrections: usize,
-        /// Langevin step τ_L.
-        tau: f64,
-    },
-}
-
-impl SamplerSpec {
-    /// The number of steps T.
-    pub fn steps(&self) -> usize {
-        match *self {
-            Self::Ddpm { steps } | Self::Ddim { steps } | Self::Pc { steps, .. } => steps,
-        }
-    }
-
-    /// Builds the sampler on `schedule` with the uniform grid of T steps.
-    ///
-    /// # Errors
-    /// [`EmError::Sampling`] for zero steps or a bad τ.
-    pub fn build(&self, schedule: VeSchedule) -> Result<Box<dyn Sampler>> {
-        let grid = TimeGrid::uniform(self.steps())?;
-        Ok(match *self {
-            Self::Ddpm { .. } => Box::new(Ddpm::new(schedule, grid)),
-            Self::Ddim { .. } => Box::new(Ddim::new(schedule, grid)),
-            Self::Pc { corrections, tau, .. } => {
-                Box::new(PredictorCorrector::new(schedule, grid, corrections, tau)?)
-            }
-        })
-    }
-}
-
-/// The covariance MMPS uses inside its linear system (SPEC.md §5.1–5.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Covariance {
-    /// The Tweedie covariance `σ_t² J` through VJPs (the paper's default).
-    Tweedie,
-    /// `cov_x`: the run's current Gaussian covariance Σ_x (the manifold reference config).
-    CovX,
-    /// `cov_t`: `σ_t² I`.
-    CovT,
-    /// `ones`: `σ_t²/(1 + σ_t²) I`.
-    Ones,
-    /// `zeros`: `V = 0`.
-    Zeros,
-}
-
-/// The posterior denoiser of the E-step: MMPS with a covariance and a Krylov solve (SPEC.md §5.1, §8), and
-/// the safeguards that keep samples consistent with their observations when a trained network's Jacobian
-/// makes the system indefinite.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PosteriorSpec {
-    /// The covariance inside the system.
-    pub covariance: Covariance,
-    /// The solve.
-    pub solver: SolverSpec,
-    /// The safeguards (default: both on; omitted in a file = the defaults).
-    #[serde(default)]
-    pub safeguards: SafeguardSpec,
-}
-
-/// MMPS's safeguards ([`diem_sampling::MmpsConfig`]): what a CG direction whose curvature falls below the
-/// noise's takes instead of a huge step, and how far a correction may move the estimate away from its
-/// observation. Neither changes MMPS where its system is positive definite and its solve converged.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SafeguardSpec {
-    /// The closed-form covariance of the fallback step (`"cov_t"`, the default; `"ones"`, `"cov_x"`,
-    /// `"zeros"`), or `null` to reject such a step (plain CG: that sample gets no guidance from it).
-    #[serde(default = "default_fallback")]
-    pub fallback: Option<Covariance>,
-    /// γ ≥ 1: a correction may raise the data misfit `‖y − A x̂‖_{Σ_y⁻¹}` of the prior's estimate at most
-    /// γ-fold (default 3), or `null` for no limit.
-    #[serde(default = "default_damping")]
-    pub damping: Option<f64>,
-}
-
-fn default_fallback() -> Option<Covariance> {
-    Some(Covariance::CovT)
-}
-
-fn default_damping() -> Option<f64> {
-    Some(3.0)
-}
-
-impl Default for SafeguardSpec {
-    fn default() -> Self {
-        Self { fallback: default_fallback(), damping: default_damping() }
-    }
-}
-
-impl SafeguardSpec {
-    /// No safeguard: MMPS as the paper and the reference code write it.
-    pub fn none() -> Self {
-        Self { fallback: None, damping: None }
-    }
-
-    fn validate(&self, field: &str) -> Result<()> {
-        if self.fallback == Some(Covariance::Tweedie) {
-            return Err(EmError::config(
-                format!("{field}.fallback"),
-                "must be a closed-form covariance (cov_t, ones, cov_x or zeros) or null, not tweedie",
-            ));
-        }
-        if let Some(g) = self.damping {
-            if !(g.is_finite() && g >= 1.0) {
-                return Err(EmError::config(
-                    format!("{field}.damping"),
-                    format!("must be a finite γ ≥ 1 or null, got {g}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The closed-form heuristic named by `covariance` (`None` for Tweedie); `cov_x` takes `sigma_x`.
-fn heuristic(covariance: Covariance, sigma_x: &diem_linalg::Dplr) -> Option<CovHeuristic> {
-    match covariance {
-        Covariance::Tweedie => None,
-        Covariance::CovX => Some(CovHeuristic::CovX(sigma_x.clone())),
-        Covariance::CovT => Some(CovHeuristic::CovT),
-        Covariance::Ones => Some(CovHeuristic::Ones),
-        Covariance::Zeros => Some(CovHeuristic::Zeros),
-    }
-}
-
-impl PosteriorSpec {
-    /// MMPS with `covariance` and `solver`, with the default safeguards.
-    pub fn new(covariance: Covariance, solver: SolverSpec) -> Self {
-        Self { covariance, solver, safeguards: SafeguardSpec::default() }
-    }
-
-    /// The MMPS configuration; `cov_x` needs the current Gaussian covariance `sigma_x`.
-    pub fn to_mmps(&self, sigma_x: &diem_linalg::Dplr) -> MmpsConfig {
-        let base = MmpsConfig::new(self.solver.to_solver())
-            .with_fallback(self.safeguards.fallback.and_then(|c| heuristic(c, sigma_x)))
-            .with_damping(self.safeguards.damping);
-        match heuristic(self.covariance, sigma_x) {
-            Some(h) => base.with_heuristic(h),
-            None => base,
-        }
-    }
-
-    /// Checks the solve and the safeguards.
-    ///
-    /// # Errors
-    /// [`EmError::Config`] naming the field under `field`.
-    pub fn validate(&self, field: &str) -> Result<()> {
-        self.solver.validate(&format!("{field}.solver"))?;
-        self.safeguards.validate(&format!("{field}.safeguards"))
+        other => EmError::Sampling(other),
     }
 }
 
@@ -351,7 +122,7 @@ impl GaussianEmConfig {
         if self.max_pairs == Some(0) {
             return Err(EmError::config(format!("{field}.max_pairs"), "must be ≥ 1 (or null for all)"));
         }
-        self.solver.validate(&format!("{field}.solver"))
+        self.solver.validate().map_err(|e| in_section(&format!("{field}.solver"), e))
     }
 }
 
@@ -364,8 +135,10 @@ pub struct EStepConfig {
     pub samples_per_observation: usize,
     /// The sampler.
     pub sampler: SamplerSpec,
-    /// The posterior denoiser.
-    pub posterior: PosteriorSpec,
+    /// The posterior method: MMPS (the plain object `{"covariance": …, "solver": …}` of every configuration
+    /// so far) or another method of [`PosteriorMethod`], e.g. `{"dps": {"zeta": 1.0}}` for the DPS E-step of
+    /// EMDiffusion.
+    pub posterior: PosteriorMethod,
     /// Observations per chunk (the reference uses 256).
     pub chunk_size: usize,
     /// Optional memory budget in MiB: the chunk shrinks so that `chunk · N_x · 4 bytes · 64` stays below it
@@ -387,28 +160,27 @@ impl EStepConfig {
         chunk.max(1)
     }
 
+    /// The E-step's method in words, for messages: `MMPS with the Tweedie covariance and Cg × 3, Pc { … }`,
+    /// or the method's [`PosteriorMethod`] display (`dps (ζ = 1), Ddpm { steps: 64 }`).
+    pub fn describe(&self) -> String {
+        match &self.posterior {
+            PosteriorMethod::Mmps(m) => format!(
+                "MMPS with the {:?} covariance and {:?} × {}, {:?}",
+                m.covariance, m.solver.method, m.solver.iterations, self.sampler
+            ),
+            other => format!("{other}, {:?}", self.sampler),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if self.samples_per_observation == 0 {
             return Err(EmError::config("estep.samples_per_observation", "must be ≥ 1"));
         }
-        if self.sampler.steps() == 0 || self.sampler.steps() > MAX_STEPS {
-            return Err(EmError::config(
-                "estep.sampler.steps",
-                format!("must lie in 1..={MAX_STEPS}, got {}", self.sampler.steps()),
-            ));
-        }
+        self.sampler.validate().map_err(|e| in_section("estep.sampler", e))?;
         if self.chunk_size == 0 {
             return Err(EmError::config("estep.chunk_size", "must be ≥ 1"));
         }
-        if let SamplerSpec::Pc { tau, .. } = self.sampler {
-            if !(tau > 0.0 && tau <= 1.0) {
-                return Err(EmError::config(
-                    "estep.sampler.pc.tau",
-                    format!("must lie in (0, 1], got {tau}"),
-                ));
-            }
-        }
-        self.posterior.validate("estep.posterior")
+        self.posterior.validate().map_err(|e| in_section("estep.posterior", e))
     }
 }
 
@@ -526,7 +298,7 @@ impl EmConfig {
             estep: EStepConfig {
                 samples_per_observation: 1,
                 sampler: SamplerSpec::Pc { steps: 4096, corrections: 1, tau: 0.1 },
-                posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(3)),
+                posterior: MmpsSpec::new(Covariance::Tweedie, SolverSpec::cg(3)).into(),
                 chunk_size: 256,
                 memory_budget_mib: None,
             },
@@ -545,11 +317,11 @@ impl EmConfig {
     pub fn manifold_reference(laps: usize) -> Self {
         let mut c = Self::manifold(laps);
         // The reference code has no safeguards: a reproduction of it runs without them.
-        c.estep.posterior = PosteriorSpec {
+        c.estep.posterior = PosteriorMethod::Mmps(MmpsSpec {
             covariance: Covariance::CovX,
             solver: SolverSpec { iterations: 50, rtol: Some(1e-3), ..SolverSpec::cg(1) },
             safeguards: SafeguardSpec::none(),
-        };
+        });
         c
     }
 
@@ -632,6 +404,13 @@ impl EmConfig {
     /// The model's noise schedule (`mstep.schedule`).
     pub fn schedule(&self) -> VeSchedule {
         self.mstep.schedule
+    }
+
+    /// The solve of the exact `cov_x` MMPS that E-steps under the Gaussian prior use (lap 0 of
+    /// sample-then-train runs, the initial E-step of train-then-sample runs): the E-step method's solve, or,
+    /// for a method without one (DPS), the Gaussian fit's.
+    pub fn gaussian_estep_solver(&self) -> SolverSpec {
+        self.estep.posterior.solver().copied().unwrap_or(self.gaussian.solver)
     }
 }
 

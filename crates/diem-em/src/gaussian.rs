@@ -13,10 +13,10 @@ use std::path::Path;
 use diem_dist::{Communicator, Single};
 use diem_linalg::{ppca, Dplr};
 use diem_models::checkpoint::{read_safetensors, tensors_to_safetensors};
+use diem_models::ProgressObserver;
 use diem_models::{GaussianDenoiser, VeSchedule};
 use diem_operators::Observation;
 use diem_sampling::{Ddim, MmpsConfig, TimeGrid};
-use diem_models::ProgressObserver;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Covariance, GaussianEmConfig, PosteriorSpec, SolverSpec};
@@ -213,16 +213,10 @@ pub fn fit_gaussian_on(
     let chunks = chunk_count(data.len(), 1, config.chunk_size as i64);
     let mine = shard_chunks(chunks, comm.rank(), comm.size());
     for it in 0..config.iterations {
-        let plan = EStepPlan {
-            mmps: cov_x_mmps(&prior, &config.solver),
-            samples_per_observation: 1,
-            chunk: config.chunk_size as i64,
-            kind,
-            seed,
-            purpose: SeedPurpose::GaussianChunk,
-            lap: it as u64,
-            device: None,
-        };
+        let plan = EStepPlan::new(cov_x_mmps(&prior, &config.solver), 1)
+            .chunk(config.chunk_size as i64)
+            .kind(kind)
+            .seeded(seed, SeedPurpose::GaussianChunk, it as u64);
         let local =
             prior.denoiser().and_then(|d| posterior_shard(&d, data, &sampler, &plan, mine.clone(), progress));
         let local = sync(comm, local)?;

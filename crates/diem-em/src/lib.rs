@@ -117,18 +117,19 @@ pub mod seed;
 pub mod store;
 
 pub use config::{
-    Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
-    PosteriorSpec, RefitConfig, SafeguardSpec, SamplerSpec, SolverMethod, SolverSpec, CONFIG_VERSION,
+    Covariance, DataStorage, DiagnosticsConfig, DpsSpec, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
+    MmpsSpec, PosteriorMethod, PosteriorSpec, RefitConfig, SafeguardSpec, SamplerSpec, SolverMethod,
+    SolverSpec, CONFIG_VERSION,
 };
 pub use diagnostics::{observation_diagnostic, sample_stats, ObservationDiagnostic, SampleStats};
 pub use emloop::{EmLoop, LapOutcome, LoopState};
 pub use error::{EmError, Error, Result};
-pub use estep::{posterior_samples, posterior_shard, EStepPlan, EStepShard};
+pub use estep::{
+    posterior_samples, posterior_shard, posterior_shard_observed, ChunkSeeds, EStepPlan, EStepShard,
+};
 pub use gaussian::{cov_x_mmps, fit_gaussian, fit_gaussian_on, fit_gaussian_with, GaussianPrior};
 pub use io::{read_npy, write_npy, RunState};
-pub use mstep::{
-    filter_samples, m_step, m_step_observed, m_step_parallel, m_step_validated, ValidationRecord,
-};
+pub use mstep::{filter_samples, m_step, m_step_observed, m_step_parallel, m_step_validated, ValidationRecord};
 pub use observer::{LapContext, LapObserver};
 pub use run::{resolve_checkpoint, EmRun, RunDir, RunSummary};
 pub use seed::{derive_seed, SeedPurpose};

@@ -45,7 +45,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 2,
             sampler: SamplerSpec::Ddpm { steps: 8 },
-            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)).into(),
             chunk_size: 40,
             memory_budget_mib: None,
         },

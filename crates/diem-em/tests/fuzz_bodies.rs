@@ -144,7 +144,7 @@ fn tiny(order: LapOrder) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 1,
             sampler: SamplerSpec::Ddpm { steps: 4 },
-            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)).into(),
             chunk_size: 16,
             memory_budget_mib: None,
         },

@@ -56,7 +56,7 @@ fn tiny(order: LapOrder, laps: usize) -> EmConfig {
         estep: EStepConfig {
             samples_per_observation: 1,
             sampler: SamplerSpec::Ddpm { steps: 8 },
-            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)),
+            posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(1)).into(),
             chunk_size: 24,
             memory_budget_mib: None,
         },
@@ -474,7 +474,7 @@ fn everything_checkable_is_checked_before_anything_is_written() {
             "estep.posterior.solver.iterations",
             {
                 let mut c = base();
-                c.estep.posterior.solver.iterations = 1 << 40;
+                c.estep.posterior.solver_mut().unwrap().iterations = 1 << 40;
                 c
             },
             observations(),
@@ -636,8 +636,9 @@ fn non_finite_estep_samples_are_an_error_naming_the_lap_and_rows() {
     // to the observation) the samples overflow. Lap 0 samples with the exact Gaussian MMPS; lap 1 with the
     // model and the heuristic.
     let mut c = tiny(LapOrder::SampleThenTrain, 2);
-    c.estep.posterior.covariance = Covariance::Zeros;
-    c.estep.posterior.safeguards = SafeguardSpec::none();
+    let mmps = c.estep.posterior.mmps_mut().unwrap();
+    mmps.covariance = Covariance::Zeros;
+    mmps.safeguards = SafeguardSpec::none();
     c.estep.sampler = SamplerSpec::Ddpm { steps: 32 };
     let dir = tmp.path().join("run");
     let mut run = EmRun::create(&dir, c, observations_with(1e-3), Device::Cpu).unwrap();
@@ -846,7 +847,7 @@ fn small(c: &EmConfig) -> bool {
         && c.gaussian.steps <= 32
         && c.gaussian.solver.iterations <= 16
         && c.estep.sampler.steps() <= 32
-        && c.estep.posterior.solver.iterations <= 16
+        && c.estep.posterior.solver().is_some_and(|s| s.iterations <= 16)
         && c.estep.samples_per_observation <= 4
         && c.refit.is_none_or(|r| r.samples <= 256)
         && c.diagnostics.sinkhorn_subsample.is_none_or(|s| s <= 64)

@@ -85,7 +85,7 @@ impl FastMriConfig {
             estep: EStepConfig {
                 samples_per_observation: 2,
                 sampler: SamplerSpec::Ddpm { steps: 64 },
-                posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(3)),
+                posterior: PosteriorSpec::new(Covariance::Tweedie, SolverSpec::cg(3)).into(),
                 chunk_size: 64,
                 memory_budget_mib: None,
             },

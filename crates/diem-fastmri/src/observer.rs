@@ -114,16 +114,9 @@ impl MriObserver {
         let m = self.truth.size()[0];
         let mut rows: Vec<Vec<Image>> = vec![Vec::new(); (m as usize) * self.heldout.len()];
         for (i, h) in self.heldout.iter().enumerate() {
-            let plan = EStepPlan {
-                mmps: ctx.config.estep.posterior.to_mmps(&cov),
-                samples_per_observation: k,
-                chunk: ctx.config.estep.chunk_size as i64,
-                kind: Kind::Float,
-                seed: mix_seed(ctx.config.seed, 2000 + ctx.lap as u64),
-                purpose: SeedPurpose::Observer,
-                lap: i as u64,
-                device: None,
-            };
+            let plan = EStepPlan::new(ctx.config.estep.posterior.resolve(Some(&cov))?, k)
+                .chunk(ctx.config.estep.chunk_size as i64)
+                .seeded(mix_seed(ctx.config.seed, 2000 + ctx.lap as u64), SeedPurpose::Observer, i as u64);
             let x = posterior_samples(ctx.prior, &h.obs, sampler.as_ref(), &plan, None)?;
             let mut shape = vec![k as i64, m];
             shape.extend(&x.size()[1..]);

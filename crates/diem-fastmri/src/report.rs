@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use diem_em::{Covariance, SamplerSpec};
+use diem_em::{Covariance, PosteriorMethod};
 use diem_models::{LrSchedule, NetworkConfig};
 use serde_json::Value;
 
@@ -14,14 +14,6 @@ use crate::observer::{r_tag, GAUSSIAN_FIGURE, POSTERIOR_FIGURE, PRIOR_FIGURE, ZE
 
 /// The report's file name in the run directory.
 pub const REPORT_FILE: &str = "report.md";
-
-fn method(m: diem_em::SolverMethod) -> &'static str {
-    match m {
-        diem_em::SolverMethod::Cg => "CG",
-        diem_em::SolverMethod::Gmres => "GMRES",
-        diem_em::SolverMethod::Bicgstab => "BiCGSTAB",
-    }
-}
 
 fn num(line: &Value, key: &str) -> Option<f64> {
     line.get(key).and_then(Value::as_f64)
@@ -63,21 +55,21 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
         t.ema_decay.map_or("none".into(), |d| d.to_string()),
         t.augment
     );
-    let sampler = match e.estep.sampler {
-        SamplerSpec::Ddpm { steps } => format!("DDPM, T = {steps}"),
-        SamplerSpec::Ddim { steps } => format!("DDIM, T = {steps}"),
-        SamplerSpec::Pc { steps, corrections, tau } => {
-            format!("PC, T = {steps}, C = {corrections}, τ = {tau}")
+    let sampler = e.estep.sampler;
+    let posterior = match &e.estep.posterior {
+        PosteriorMethod::Mmps(m) => {
+            let cov = match m.covariance {
+                Covariance::Tweedie => "Tweedie covariance".to_string(),
+                other => format!("{other:?} heuristic"),
+            };
+            format!("MMPS with the {cov} and {} {} iterations", m.solver.method.label(), m.solver.iterations)
         }
-    };
-    let cov = match e.estep.posterior.covariance {
-        Covariance::Tweedie => "Tweedie covariance".to_string(),
-        other => format!("{other:?} heuristic"),
+        other => other.to_string(),
     };
     let _ = writeln!(
         s,
-        "| E-step | {} posterior samples per observation, {sampler}, MMPS with the {cov} and {} {} iterations |",
-        e.estep.samples_per_observation, method(e.estep.posterior.solver.method), e.estep.posterior.solver.iterations
+        "| E-step | {} posterior samples per observation, {sampler}, {posterior} |",
+        e.estep.samples_per_observation
     );
     if let Some(r) = e.refit {
         let _ = writeln!(
@@ -93,7 +85,7 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
         g.rank,
         g.iterations,
         g.steps,
-        method(g.solver.method),
+        g.solver.method.label(),
         g.solver.iterations,
         match (g.max_pairs, g.stride) {
             (None, 1) => "all pairs".to_string(),

@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::ManifoldConfig;
 use crate::data::ManifoldData;
 use crate::error::{ManifoldError, Result};
-use diem_em::config::{Covariance, SamplerSpec, SolverMethod};
+use diem_em::config::SamplerSpec;
 use diem_em::estep::{posterior_samples, EStepPlan};
 use diem_em::gaussian::GaussianPrior;
 use diem_em::mstep::m_step;
@@ -163,17 +163,9 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
     let gaussian = GaussianPrior::standard(&[data.dim()], Kind::Float, device);
     model.set_mean(Some(gaussian.mean_shaped()));
     let sampler: Box<dyn Sampler> = em.estep.sampler.build(em.schedule())?;
-    let mmps = em.estep.posterior.to_mmps(&gaussian.cov);
-    let plan = EStepPlan {
-        mmps,
-        samples_per_observation: 1,
-        chunk: em.estep.effective_chunk(data.dim()),
-        kind: Kind::Float,
-        seed: em.seed,
-        purpose: SeedPurpose::EStepChunk,
-        lap: 0,
-        device: None,
-    };
+    let plan = EStepPlan::new(em.estep.posterior.resolve(Some(&gaussian.cov))?, 1)
+        .chunk(em.estep.effective_chunk(data.dim()))
+        .seeded(em.seed, SeedPurpose::EStepChunk, 0);
     // Warm-up: a few calls so that allocation and thread-pool start-up are not timed.
     {
         let few = data.observation.narrow(0, 8.min(data.len()));
@@ -191,14 +183,8 @@ pub fn bench_em(config: &ManifoldConfig, peak_size: i64, device: Device) -> Resu
     let macs = mlp_macs(&em.network)?;
     let forward = |b: f64| 2.0 * b * macs;
     let calls = sampler.denoiser_calls();
-    let vjps_per_call = match em.estep.posterior.covariance {
-        // One VJP per operator application; the last product comes from the solve (SPEC.md §5.8 less one).
-        Covariance::Tweedie => match em.estep.posterior.solver.method {
-            SolverMethod::Bicgstab => 2 * em.estep.posterior.solver.iterations,
-            _ => em.estep.posterior.solver.iterations,
-        },
-        _ => 1,
-    };
+    // One VJP per operator application; the last product comes from the solve (docs/method.md §5.8 less one).
+    let vjps_per_call = em.estep.posterior.cost_per_call().vjps;
     let n = data.len() as f64;
     let estep_flops = calls as f64 * (1 + vjps_per_call) as f64 * forward(n);
     let mstep_flops = em.mstep.steps as f64 * 3.0 * forward(em.mstep.batch_size as f64);

@@ -86,7 +86,13 @@ fn parse() -> Result<Args> {
                     SamplerSpec::Ddim { .. } => SamplerSpec::Ddim { steps: t },
                 };
             }
-            "--cg" => config.em.estep.posterior.solver = SolverSpec::cg(value()?.parse()?),
+            "--cg" => {
+                let cg = SolverSpec::cg(value()?.parse()?);
+                match config.em.estep.posterior.solver_mut() {
+                    Some(solver) => *solver = cg,
+                    None => anyhow::bail!("--cg: the E-step's posterior method has no solver"),
+                }
+            }
             "--metric-points" => config.metric.points = value()?.parse()?,
             "--lambda" => config.metric.lambda = value()?.parse()?,
             "--prior-steps" => config.metric.prior_steps = value()?.parse()?,

@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use crate::config::ManifoldConfig;
 use crate::data::{filter_inside, to_host, ManifoldData};
 use crate::error::{ManifoldError, Result};
-use diem_em::config::{Covariance as EmCovariance, SamplerSpec, SolverMethod};
+use diem_em::config::{Covariance as EmCovariance, PosteriorMethod, SamplerSpec, SolverMethod};
 use diem_em::io::write_atomic;
 use diem_models::{LrSchedule, NetworkConfig};
 
@@ -284,14 +284,20 @@ fn fmt_sci(v: Option<f64>) -> String {
 /// The markdown report: settings, the per-lap table and the curve.
 pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_seconds: f64) -> String {
     let (d, e, m) = (&config.data, &config.em, &config.metric);
-    let covariance = match e.estep.posterior.covariance {
-        EmCovariance::Tweedie => "Tweedie covariance (paper)".to_string(),
-        other => format!("{other:?} heuristic"),
-    };
-    let solver = &e.estep.posterior.solver;
-    let solve = match solver.rtol {
-        Some(r) => format!("{} to rtol {r:e} (cap {})", method_name(solver.method), solver.iterations),
-        None => format!("{} {} iterations", method_name(solver.method), solver.iterations),
+    let posterior = match &e.estep.posterior {
+        PosteriorMethod::Mmps(mmps) => {
+            let covariance = match mmps.covariance {
+                EmCovariance::Tweedie => "Tweedie covariance (paper)".to_string(),
+                other => format!("{other:?} heuristic"),
+            };
+            let solver = &mmps.solver;
+            let solve = match solver.rtol {
+                Some(r) => format!("{} to rtol {r:e} (cap {})", method_name(solver.method), solver.iterations),
+                None => format!("{} {} iterations", method_name(solver.method), solver.iterations),
+            };
+            format!("MMPS with the {covariance}, {solve}")
+        }
+        other => other.to_string(),
     };
     let network = match &e.network {
         NetworkConfig::Mlp(mlp) => {
@@ -325,8 +331,9 @@ pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_sec
         }
         SamplerSpec::Ddpm { steps } => format!("DDPM, T = {steps}"),
         SamplerSpec::Ddim { steps } => format!("DDIM, T = {steps}"),
+        other => other.to_string(),
     };
-    let _ = writeln!(s, "| E-step | {sampler}; MMPS with the {covariance}, {solve} |");
+    let _ = writeln!(s, "| E-step | {sampler}; {posterior} |");
     let _ = writeln!(
         s,
         "| Gaussian init | {} EM iterations, DDIM {} steps, rank {} |",

@@ -41,16 +41,7 @@ fn reduced_estep_with(
     let samples = mmps
         .iter()
         .map(|m| {
-            let plan = EStepPlan {
-                mmps: m.clone(),
-                samples_per_observation: 1,
-                chunk: points,
-                kind: Kind::Float,
-                seed: 2,
-                purpose: SeedPurpose::EStepChunk,
-                lap: 0,
-                device: None,
-            };
+            let plan = EStepPlan::new(m.clone(), 1).chunk(points).seeded(2, SeedPurpose::EStepChunk, 0);
             posterior_samples(model.denoiser(), &data.observation, sampler.as_ref(), &plan, None).unwrap()
         })
         .collect();
@@ -64,7 +55,7 @@ fn reduced_estep_with(
 #[test]
 fn estep_samples_fit_their_observations() {
     let (points, steps) = (1024, 256);
-    let guarded = ManifoldConfig::demo().em.estep.posterior.to_mmps(&diem_linalg::Dplr::identity(
+    let guarded = ManifoldConfig::demo().em.estep.posterior.mmps().unwrap().to_mmps(&diem_linalg::Dplr::identity(
         5,
         Kind::Float,
         Device::Cpu,
@@ -98,7 +89,7 @@ fn larger_configuration_estep_fits_its_observations() {
     config.em.estep.sampler = diem_em::SamplerSpec::Pc { steps: 256, corrections: 1, tau: 0.1 };
     config.em.mstep.batch_size = 1024;
     let guarded =
-        config.em.estep.posterior.to_mmps(&diem_linalg::Dplr::identity(5, Kind::Float, Device::Cpu));
+        config.em.estep.posterior.mmps().unwrap().to_mmps(&diem_linalg::Dplr::identity(5, Kind::Float, Device::Cpu));
     let plain = guarded.clone().unguarded();
     let start = std::time::Instant::now();
     let (data, samples) = reduced_estep_with(config, 8192, 2048, &[plain, guarded]);
@@ -304,7 +295,7 @@ fn investigate_estep() {
     let dir = run.join(format!("lap-{lap:03}"));
     let (model, _) = checkpoint::load(&dir, Device::Cpu).unwrap();
     let gaussian = diem_em::GaussianPrior::load(&dir.join("gaussian.safetensors"), Device::Cpu).unwrap();
-    let mut mmps_config = config.em.estep.posterior.to_mmps(&gaussian.cov.to_kind(Kind::Float));
+    let mut mmps_config = config.em.estep.posterior.mmps().unwrap().to_mmps(&gaussian.cov.to_kind(Kind::Float));
     match std::env::var("DIEM_MMPS").unwrap_or_default().as_str() {
         "unguarded" => mmps_config = mmps_config.unguarded(),
         "fallback" => mmps_config = mmps_config.with_damping(None),

@@ -34,6 +34,47 @@
 //! # }
 //! ```
 //!
+//! **The posterior vocabulary** ([`spec`], [`posterior`]): every caller (the E-step of an EM run, `diem
+//! posterior`, the benchmarks) names a method with one serde-able [`PosteriorMethod`] and a sampler with one
+//! [`SamplerSpec`], the forms of diem's configuration files. MMPS is the plain object
+//! `{"covariance": "tweedie" | "cov_x" | "cov_t" | "ones" | "zeros", "solver": {…}, "safeguards": {…}}`;
+//! the baselines are tagged: `{"dps": {"zeta": 1.0}}`, `{"pgdm": {…}}`, `{"tmpd": {…}}`,
+//! `{"diffpir": {"lambda": 8.0, …}}`. [`PosteriorMethod::NAMES`] and [`PosteriorMethod::from_name`] are the
+//! command line's names (`mmps`, `mmps-cov-x`, …, `dps`). A method [`validates`](PosteriorMethod::validate)
+//! with errors naming the field, reports its [cost per call](PosteriorMethod::cost_per_call), resolves to a
+//! [`GuidanceConfig`] (with Σ_x for `cov_x`) and [builds](PosteriorMethod::build) a [`Posterior`] for a prior
+//! denoiser and a [`Measurement`] with per-sample operators and noise. A [`Posterior`] samples with any
+//! [`Sampler`]; DPS, a sampler of its own, runs its step on that sampler's schedule and grid.
+//!
+//! ```
+//! use diem_linalg::Dplr;
+//! use diem_models::{GaussianDenoiser, VeSchedule};
+//! use diem_operators::{NoiseCov, Projection};
+//! use diem_sampling::{Measurement, NoiseRng, PosteriorMethod, SamplerSpec, SolverSpec};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let prior = GaussianDenoiser::new(Tensor::zeros([4], (Kind::Double, Device::Cpu)),
+//!                                   Dplr::identity(4, Kind::Double, Device::Cpu))?;
+//! let op = Projection::random_sphere(8, 2, 4, 0)?;
+//! let y = Tensor::zeros([8, 2], (Kind::Double, Device::Cpu));
+//! let sampler = SamplerSpec::Ddpm { steps: 16 }.build(VeSchedule::default())?;
+//! // From a configuration file, or by name as `diem posterior --method` does.
+//! let from_json: PosteriorMethod = serde_json::from_str(r#"{"dps": {"zeta": 0.5}}"#)?;
+//! let by_name = PosteriorMethod::from_name("mmps", SolverSpec::cg(2))?;
+//! for method in [from_json, by_name] {
+//!     let measurement = Measurement::new(&op, &y, NoiseCov::isotropic(0.1)?)?;
+//!     let (x, stats) = method.sample(&prior, measurement, None, sampler.as_ref(), Kind::Double,
+//!                                    Device::Cpu, &mut NoiseRng::seeded(0))?;
+//!     assert_eq!(x.size(), vec![8, 4]);
+//!     let cost = method.cost_per_call();
+//!     assert_eq!(stats.vjps, stats.calls * cost.vjps); // DPS: 16 steps × 1; MMPS: 17 calls × 2
+//! }
+//! assert!(PosteriorMethod::from_name("magic", SolverSpec::cg(1)).is_err());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Layering: this crate depends on diem-linalg, diem-operators and diem-models only.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

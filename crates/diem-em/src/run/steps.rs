@@ -28,6 +28,7 @@ use crate::layout::{
 use crate::mstep::{filter_samples, loss_summary, m_step_observed, ValidationRecord};
 use crate::observer::LapContext;
 use crate::seed::{derive_seed, torch_seed, SeedPurpose};
+use diem_sampling::GuidanceConfig;
 
 impl EmLoop {
     /// Fits the Gaussian initial prior (SPEC.md §7.4), as a resume reads it back ([`as_stored`]).
@@ -121,25 +122,21 @@ impl EmLoop {
             cov: gaussian.cov.to_kind(Kind::Float),
             x_shape: gaussian.x_shape.clone(),
         };
-        let plan = |mmps| EStepPlan {
-            mmps,
-            samples_per_observation: k,
-            chunk,
-            kind: Kind::Float,
-            seed: self.config.seed,
-            purpose,
-            lap,
-            device: Some(self.device),
+        let plan = |guidance: GuidanceConfig| {
+            EStepPlan::new(guidance, k)
+                .chunk(chunk)
+                .seeded(self.config.seed, purpose, lap)
+                .device(Some(self.device))
         };
         let shard = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
-            let mmps = cov_x_mmps(&gaussian_f32, &e.posterior.solver);
-            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar))?
+            let mmps = cov_x_mmps(&gaussian_f32, &self.config.gaussian_estep_solver());
+            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps.into()), mine, Some(bar))?
         } else {
             let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
-            let mmps = e.posterior.to_mmps(&gaussian_f32.cov);
+            let guidance = e.posterior.resolve(Some(&gaussian_f32.cov))?;
             let prior: &dyn Denoiser = model.denoiser();
-            posterior_shard(prior, obs, sampler.as_ref(), &plan(mmps), mine, Some(bar))?
+            posterior_shard(prior, obs, sampler.as_ref(), &plan(guidance), mine, Some(bar))?
         };
         bar.finish();
         Ok(shard)
@@ -344,11 +341,7 @@ impl EmLoop {
 
     /// The E-step's method in words, for messages.
     fn estep_description(&self) -> String {
-        let e = &self.config.estep;
-        format!(
-            "MMPS with the {:?} covariance and {:?} × {}, {:?}",
-            e.posterior.covariance, e.posterior.solver.method, e.posterior.solver.iterations, e.sampler
-        )
+        self.config.estep.describe()
     }
 
     /// The E-step's costs and solver events summed over the ranks.
