@@ -232,7 +232,7 @@ pub fn sample_posterior(
     let measurement = sampling(name, Measurement::new(&op, &y, noise))?;
     let (x, _) = sampling(
         name,
-        posterior.sample(&prior, measurement, sigma_x.as_ref(), sampler.as_ref(), kind, dev, &mut rng),
+        posterior.sample(&prior, measurement, sigma_x.as_ref(), sampler.as_ref(), (kind, dev), &mut rng),
     )?;
     Ok(x)
 }

@@ -64,8 +64,8 @@
 //! let by_name = PosteriorMethod::from_name("mmps", SolverSpec::cg(2))?;
 //! for method in [from_json, by_name] {
 //!     let measurement = Measurement::new(&op, &y, NoiseCov::isotropic(0.1)?)?;
-//!     let (x, stats) = method.sample(&prior, measurement, None, sampler.as_ref(), Kind::Double,
-//!                                    Device::Cpu, &mut NoiseRng::seeded(0))?;
+//!     let (x, stats) = method.sample(&prior, measurement, None, sampler.as_ref(),
+//!                                    (Kind::Double, Device::Cpu), &mut NoiseRng::seeded(0))?;
 //!     assert_eq!(x.size(), vec![8, 4]);
 //!     let cost = method.cost_per_call();
 //!     assert_eq!(stats.vjps, stats.calls * cost.vjps); // DPS: 16 steps × 1; MMPS: 17 calls × 2

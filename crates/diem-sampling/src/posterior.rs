@@ -12,7 +12,8 @@ use tch::{Device, Kind, Tensor};
 use crate::error::Result;
 use crate::guidance::dps::DpsTerm;
 use crate::guidance::{
-    DiffPir, DiffPirConfig, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm, PgdmConfig, Tmpd, TmpdConfig,
+    DiffPir, DiffPirConfig, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm, PgdmConfig, Tmpd,
+    TmpdConfig,
 };
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, Silent, StepObserver, TimeGrid};
@@ -49,15 +50,20 @@ impl GuidanceConfig {
     /// # Errors
     /// The wrapper's constructor's errors ([`Mmps::new`], [`Pgdm::new`], [`Tmpd::new`], [`DiffPir::new`],
     /// [`Dps::new`](crate::Dps::new)).
-    pub fn build<'a>(&self, prior: &'a dyn Denoiser, measurement: Measurement<'a>) -> Result<Posterior<'a>> {
+    pub fn build<'a>(
+        &self,
+        prior: &'a dyn Denoiser,
+        measurement: Measurement<'a>,
+    ) -> Result<Posterior<'a>> {
         let inner = match self {
             Self::Mmps(c) => Built::Mmps(Mmps::from_measurement(prior, measurement, c.clone())?),
             Self::Pgdm(c) => Built::Pgdm(Pgdm::from_measurement(prior, measurement, *c)?),
             Self::Tmpd(c) => Built::Tmpd(Tmpd::from_measurement(prior, measurement, *c)?),
             Self::DiffPir(c) => Built::DiffPir(DiffPir::from_measurement(prior, measurement, *c)?),
-            Self::Dps { zeta } => {
-                Built::Dps { prior, term: DpsTerm::new(measurement.operator(), measurement.y(), *zeta)? }
-            }
+            Self::Dps { zeta } => Built::Dps {
+                prior,
+                term: DpsTerm::new(measurement.operator(), measurement.y(), *zeta)?,
+            },
         };
         Ok(Posterior { inner })
     }
@@ -86,7 +92,10 @@ enum Built<'a> {
     Pgdm(Pgdm<'a>),
     Tmpd(Tmpd<'a>),
     DiffPir(DiffPir<'a>),
-    Dps { prior: &'a dyn Denoiser, term: DpsTerm<'a> },
+    Dps {
+        prior: &'a dyn Denoiser,
+        term: DpsTerm<'a>,
+    },
 }
 
 impl<'a> Posterior<'a> {
@@ -157,7 +166,10 @@ impl<'a> Posterior<'a> {
             Built::Tmpd(d) => guided(d, rng, observer),
             Built::DiffPir(d) => guided(d, rng, observer),
             Built::Dps { prior, term } => {
-                let dps = DpsOn { base: sampler, term };
+                let dps = DpsOn {
+                    base: sampler,
+                    term,
+                };
                 let x = dps.initial(*prior, shape, kind, device, rng)?;
                 dps.sample_from(*prior, &x, rng, observer)
             }
@@ -223,7 +235,8 @@ impl Sampler for DpsOn<'_, '_> {
         s: f64,
         rng: &mut NoiseRng,
     ) -> Result<Tensor> {
-        self.term.step(self.base.schedule(), denoiser, x_t, t, s, rng)
+        self.term
+            .step(self.base.schedule(), denoiser, x_t, t, s, rng)
     }
 }
 
@@ -243,7 +256,7 @@ impl crate::PosteriorMethod {
     }
 
     /// One posterior sample per observation of `measurement` with `sampler` (DPS: on its schedule and grid),
-    /// in `kind` on `device`, and the method's costs: [`PosteriorMethod::build`](crate::PosteriorMethod::build)
+    /// in `options = (kind, device)` (tch's tensor options), and the method's costs: [`PosteriorMethod::build`](crate::PosteriorMethod::build)
     /// then [`Posterior::sample`].
     ///
     /// # Errors
@@ -254,8 +267,7 @@ impl crate::PosteriorMethod {
         measurement: Measurement<'_>,
         sigma_x: Option<&diem_linalg::Dplr>,
         sampler: &dyn Sampler,
-        kind: Kind,
-        device: Device,
+        (kind, device): (Kind, Device),
         rng: &mut NoiseRng,
     ) -> Result<(Tensor, GuidanceStats)> {
         let mut shape = vec![measurement.len()];
