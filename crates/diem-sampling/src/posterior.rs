@@ -12,8 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::Result;
 use crate::guidance::dps::DpsTerm;
 use crate::guidance::{
-    DiffPir, DiffPirConfig, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm, PgdmConfig, Tmpd,
-    TmpdConfig,
+    DiffPir, DiffPirConfig, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm, PgdmConfig, Tmpd, TmpdConfig,
 };
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, Silent, StepObserver, TimeGrid};
@@ -50,20 +49,15 @@ impl GuidanceConfig {
     /// # Errors
     /// The wrapper's constructor's errors ([`Mmps::new`], [`Pgdm::new`], [`Tmpd::new`], [`DiffPir::new`],
     /// [`Dps::new`](crate::Dps::new)).
-    pub fn build<'a>(
-        &self,
-        prior: &'a dyn Denoiser,
-        measurement: Measurement<'a>,
-    ) -> Result<Posterior<'a>> {
+    pub fn build<'a>(&self, prior: &'a dyn Denoiser, measurement: Measurement<'a>) -> Result<Posterior<'a>> {
         let inner = match self {
             Self::Mmps(c) => Built::Mmps(Mmps::from_measurement(prior, measurement, c.clone())?),
             Self::Pgdm(c) => Built::Pgdm(Pgdm::from_measurement(prior, measurement, *c)?),
             Self::Tmpd(c) => Built::Tmpd(Tmpd::from_measurement(prior, measurement, *c)?),
             Self::DiffPir(c) => Built::DiffPir(DiffPir::from_measurement(prior, measurement, *c)?),
-            Self::Dps { zeta } => Built::Dps {
-                prior,
-                term: DpsTerm::new(measurement.operator(), measurement.y(), *zeta)?,
-            },
+            Self::Dps { zeta } => {
+                Built::Dps { prior, term: DpsTerm::new(measurement.operator(), measurement.y(), *zeta)? }
+            }
         };
         Ok(Posterior { inner })
     }
@@ -92,10 +86,7 @@ enum Built<'a> {
     Pgdm(Pgdm<'a>),
     Tmpd(Tmpd<'a>),
     DiffPir(DiffPir<'a>),
-    Dps {
-        prior: &'a dyn Denoiser,
-        term: DpsTerm<'a>,
-    },
+    Dps { prior: &'a dyn Denoiser, term: DpsTerm<'a> },
 }
 
 impl<'a> Posterior<'a> {
@@ -166,10 +157,7 @@ impl<'a> Posterior<'a> {
             Built::Tmpd(d) => guided(d, rng, observer),
             Built::DiffPir(d) => guided(d, rng, observer),
             Built::Dps { prior, term } => {
-                let dps = DpsOn {
-                    base: sampler,
-                    term,
-                };
+                let dps = DpsOn { base: sampler, term };
                 let x = dps.initial(*prior, shape, kind, device, rng)?;
                 dps.sample_from(*prior, &x, rng, observer)
             }
@@ -235,8 +223,7 @@ impl Sampler for DpsOn<'_, '_> {
         s: f64,
         rng: &mut NoiseRng,
     ) -> Result<Tensor> {
-        self.term
-            .step(self.base.schedule(), denoiser, x_t, t, s, rng)
+        self.term.step(self.base.schedule(), denoiser, x_t, t, s, rng)
     }
 }
 
