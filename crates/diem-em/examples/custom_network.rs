@@ -49,7 +49,9 @@ impl ModelFactory for ResidualMlpFactory {
     fn describe(&self) -> NetworkConfig {
         NetworkConfig::custom(
             "example/residual-mlp",
-            serde_json::json!({ "features": self.features, "width": self.width, "embedding": self.embedding }),
+            serde_json::json!({
+                "features": self.features, "width": self.width, "embedding": self.embedding
+            }),
         )
     }
 

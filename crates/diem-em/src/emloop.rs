@@ -1,4 +1,4 @@
-//! [`EmLoop`]: the DiEM loop in memory (SPEC.md §8, Algorithm 1), without a run directory.
+//! [`EmLoop`]: the DiEM loop in memory (docs/method.md §8, Algorithm 1), without a run directory.
 //!
 //! An [`EmLoop`] holds the observations, the configuration, the current Gaussian prior, the model and the
 //! latest E-step samples. [`EmLoop::init`] fits the Gaussian initial prior (and draws the initial samples of
@@ -57,13 +57,13 @@ pub struct LoopState {
     pub completed_laps: usize,
 }
 
-/// What one lap of an [`EmLoop`] produced (SPEC.md §8).
+/// What one lap of an [`EmLoop`] produced (docs/method.md §8).
 #[derive(Debug)]
 pub struct LapOutcome {
     /// The lap index (0-based).
     pub lap: usize,
-    /// This rank's E-step samples of the lap, unfiltered (every sample with one process); sample `j` belongs to
-    /// observation `j mod N`.
+    /// This rank's E-step samples of the lap, unfiltered (every sample with one process); sample `j` belongs
+    /// to observation `j mod N`.
     pub samples: Tensor,
     /// Every rank's E-step samples, gathered on rank 0 (`None` on the other ranks).
     pub gathered: Option<Tensor>,
@@ -182,7 +182,7 @@ impl EmLoop {
 
     /// Attaches held-out observations: every lap then draws one posterior sample per validation observation
     /// with the prior that drew the lap's training samples, and records the M-step's loss on them with the
-    /// EMA weights every `mstep.log_every` steps (SPEC.md §8; [`crate::mstep::m_step_validated`]).
+    /// EMA weights every `mstep.log_every` steps (docs/method.md §8; [`crate::mstep::m_step_validated`]).
     ///
     /// # Errors
     /// [`EmError::Config`] when the validation latents' shape differs from the training observations'.
@@ -197,7 +197,8 @@ impl EmLoop {
             return Err(EmError::config(
                 "validation",
                 format!(
-                    "needs ≥ 1 observation of latents shaped like the training ones ({train:?}), got {} of {val:?}",
+                    "needs ≥ 1 observation of latents shaped like the training ones ({train:?}), got {} of \
+                     {val:?}",
                     validation.len()
                 ),
             ));
@@ -266,7 +267,7 @@ impl EmLoop {
         self.samples.as_ref()
     }
 
-    /// The Gaussian initialization, if not done (SPEC.md §7.4), then the model (seeded, `μ_x` from the
+    /// The Gaussian initialization, if not done (docs/method.md §7.4), then the model (seeded, `μ_x` from the
     /// Gaussian) and, for [`LapOrder::TrainThenSample`], the initial E-step with the Gaussian prior.
     ///
     /// # Errors
@@ -405,7 +406,7 @@ pub(crate) fn training_rows(
     chunk_rows(&shard_chunks(chunk_count(obs.len(), k, chunk), rank, size), chunk, total)
 }
 
-/// The device that holds the observations and the samples of a run on `device` (SPEC.md §8; see
+/// The device that holds the observations and the samples of a run on `device` (docs/method.md §8; see
 /// [`DataStorage`]).
 pub(crate) fn data_device(config: &EmConfig, device: Device) -> Device {
     match config.storage {

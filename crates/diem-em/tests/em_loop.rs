@@ -60,7 +60,7 @@ fn tiny(order: &str, laps: usize) -> EmConfig {
             "progress": false
         },
         "filter_bound": 3.0,
-        "refit": if sample_then_train { Some(serde_json::json!({ "rank": 3, "samples": 100 })) } else { None },
+        "refit": sample_then_train.then(|| serde_json::json!({ "rank": 3, "samples": 100 })),
         "diagnostics": { "sinkhorn_subsample": 32 },
         "progress": false
     });

@@ -1,8 +1,8 @@
 //! The model seam: which network a prior holds, and the complete trainable prior around it.
 //!
 //! - [`NoiseConditionalNet`] (in [`crate::edm`]) is what a network must do: `F_θ(u, e)` with the noise
-//!   embedding `e`, dropout switched by `train`. Any struct holding tch variables (`nn::Linear`, `nn::Conv2D`,
-//!   your own layers) that implements it can be trained, checkpointed and sampled.
+//!   embedding `e`, dropout switched by `train`. Any struct holding tch variables (`nn::Linear`,
+//!   `nn::Conv2D`, your own layers) that implements it can be trained, checkpointed and sampled.
 //! - [`ModelFactory`] builds such a network under an [`nn::Path`] and describes it as a [`NetworkConfig`]
 //!   (what `config.json` of a checkpoint or a run records). The built-in [`MlpConfig`] and [`UNetConfig`]
 //!   are two factories; [`NetworkConfig`] selects between them (and is a factory itself). A user-defined
@@ -231,7 +231,7 @@ impl NoiseConditionalNet for Network {
 pub type PriorDenoiser = EdmDenoiser<Box<dyn NoiseConditionalNet>>;
 
 /// A trainable diffusion prior: its variables (a [`nn::VarStore`], f32), the EDM denoiser around its network,
-/// the noise schedule and the optional prior mean `μ_x` (SPEC.md §4.1, §8). Saved and loaded by
+/// the noise schedule and the optional prior mean `μ_x` (docs/method.md §4.1, §8). Saved and loaded by
 /// [`crate::checkpoint`]; implements [`Denoiser`] (evaluation mode).
 #[derive(Debug)]
 pub struct PriorModel {

@@ -6,10 +6,10 @@
 //! [`TerminalProgress`], shows each task as a progress display ([`progress_bar`]); [`NoProgress`] ignores
 //! everything; a GUI or a notebook implements the trait itself.
 //!
-//! In a terminal, a display is an indicatif bar. Without one (a batch job under SLURM, `mpirun` with output to
-//! files, `nohup`), indicatif draws nothing at all, so a long fit would print nothing for hours. There the bar
-//! is kept hidden and a logger thread writes one plain, timestamped line to stderr when it starts, at least
-//! every [`LOG_INTERVAL_VAR`] seconds (default 30) while it runs, and when it ends:
+//! In a terminal, a display is an indicatif bar. Without one (a batch job under SLURM, `mpirun` with output
+//! to files, `nohup`), indicatif draws nothing at all, so a long fit would print nothing for hours. There the
+//! bar is kept hidden and a logger thread writes one plain, timestamped line to stderr when it starts, at
+//! least every [`LOG_INTERVAL_VAR`] seconds (default 30) while it runs, and when it ends:
 //!
 //! ```text
 //! [2026-12-02 07:55:01Z] lap 3: E-step chunks 12/64 (18.8 %), 3.21/s, elapsed 00:00:04, ETA 00:00:16

@@ -1,5 +1,5 @@
-//! [`EmRun`]: the DiEM driver (SPEC.md §8, Algorithm 1) with a run directory, observers and resume: an
-//! [`EmLoop`] whose [`RunStore`] is the run directory ([`RunDir`]).
+//! [`EmRun`]: the DiEM driver (docs/method.md §8, Algorithm 1) with a run directory, observers and resume:
+//! an [`EmLoop`] whose [`RunStore`] is the run directory ([`RunDir`]).
 
 mod checks;
 mod steps;

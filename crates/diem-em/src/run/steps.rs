@@ -1,6 +1,6 @@
 //! The steps of an [`EmLoop`] (and so of an [`crate::EmRun`]): the Gaussian initialization, E-steps
-//! (training and validation sets), M-steps and one whole lap (SPEC.md §7.4, §8); then what the run directory
-//! ([`RunDir`]) writes of them: files, metrics and observers.
+//! (training and validation sets), M-steps and one whole lap (docs/method.md §7.4, §8); then what the run
+//! directory ([`RunDir`]) writes of them: files, metrics and observers.
 //!
 //! On several ranks ([`crate::dist`]) every step is shared: each rank computes its chunks of an E-step and
 //! trains on its own shard of the samples with averaged gradients; rank 0 gathers what is written and writes
@@ -31,7 +31,7 @@ use crate::seed::{derive_seed, torch_seed, SeedPurpose};
 use diem_sampling::GuidanceConfig;
 
 impl EmLoop {
-    /// Fits the Gaussian initial prior (SPEC.md §7.4), as a resume reads it back ([`as_stored`]).
+    /// Fits the Gaussian initial prior (docs/method.md §7.4), as a resume reads it back ([`as_stored`]).
     pub(crate) fn compute_gaussian(&self) -> Result<GaussianPrior> {
         let g = &self.config.gaussian;
         let indices = g.pair_indices(self.observations.len());
@@ -213,8 +213,8 @@ impl EmLoop {
         sync(&*self.comm, local)
     }
 
-    /// One lap (SPEC.md §8, Algorithm 1) in memory, in the configured order; the state does not advance
-    /// ([`EmLoop::accept_lap`] does).
+    /// One lap (docs/method.md §8, Algorithm 1) in memory, in the configured order; the state does not
+    /// advance ([`EmLoop::accept_lap`] does).
     pub(crate) fn compute_lap(&mut self, lap: usize) -> Result<LapOutcome> {
         let start = Instant::now();
         let bound = self.config.filter_bound;
