@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use diem_em::{SamplerSpec, SolverSpec};
+use diem_em::SolverSpec;
 use diem_manifold::{bench_em, run_experiment, ManifoldConfig, RunOptions};
 use diem_models::NetworkConfig;
 
@@ -78,13 +78,7 @@ fn parse() -> Result<Args> {
             "--batch" => config.em.mstep.batch_size = value()?.parse()?,
             "--sampler-steps" => {
                 let t: usize = value()?.parse()?;
-                config.em.estep.sampler = match config.em.estep.sampler {
-                    SamplerSpec::Pc { corrections, tau, .. } => {
-                        SamplerSpec::Pc { steps: t, corrections, tau }
-                    }
-                    SamplerSpec::Ddpm { .. } => SamplerSpec::Ddpm { steps: t },
-                    SamplerSpec::Ddim { .. } => SamplerSpec::Ddim { steps: t },
-                };
+                config.em.estep.sampler = config.em.estep.sampler.with_steps(t);
             }
             "--cg" => {
                 let cg = SolverSpec::cg(value()?.parse()?);

@@ -1,7 +1,9 @@
 //! Diffusion samplers and posterior guidance for diem (SPEC.md §4–5).
 //!
 //! **Samplers** ([`Sampler`]): [`Ddpm`] (η = 1), [`Ddim`] (η = 0, optional η), [`PredictorCorrector`]
-//! (DDIM predictor + Langevin corrector) over any [`Denoiser`](diem_models::Denoiser), on a [`TimeGrid`]
+//! (DDIM predictor + Langevin corrector), and the deterministic probability-flow ODE solvers [`Euler`]
+//! (= DDIM in VE), [`Heun`] (second order, two calls per step) and [`DpmPp2m`] (DPM-Solver++(2M), second
+//! order, one call per step) over any [`Denoiser`](diem_models::Denoiser), on a [`TimeGrid`]
 //! (uniform `t_k = 1 − k/T` by default) under a [`Schedule`](diem_models::Schedule). They start at
 //! `μ_x + σ(1) z`, end with one extra denoise at `σ(0)` (`T·calls_per_step + 1` calls), draw noise from a
 //! [`NoiseRng`] (seeded on the host, or libtorch's generator), report progress to a [`StepObserver`], and run
@@ -96,6 +98,8 @@ pub use posterior::{GuidanceConfig, Posterior};
 pub use rng::NoiseRng;
 pub use sampler::ddim::{ddim_update, Ddim};
 pub use sampler::ddpm::{ddpm_update, Ddpm};
+pub use sampler::dpmpp::{dpmpp2m_update, DpmPp2m, MultistepState};
+pub use sampler::ode::{euler_update, ode_slope, Euler, Heun};
 pub use sampler::pc::PredictorCorrector;
 pub use sampler::{
     denoise_at, sigma_tensor, start_from_noise, Sampler, Silent, StepInfo, StepObserver, TimeGrid,

@@ -9,7 +9,7 @@ use diem_models::{Denoiser, Schedule};
 use diem_operators::Observation;
 use tch::{Device, Kind, Tensor};
 
-use crate::error::Result;
+use crate::error::{Result, SamplingError};
 use crate::guidance::dps::DpsTerm;
 use crate::guidance::{
     DiffPir, DiffPirConfig, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm, PgdmConfig, Tmpd, TmpdConfig,
@@ -137,7 +137,9 @@ impl<'a> Posterior<'a> {
     /// `sampler`'s schedule and grid (its transition rule is DPS's own). `observer` sees every step.
     ///
     /// # Errors
-    /// As [`Sampler::sample`]; a guided step's errors (shapes, autograd, solver).
+    /// As [`Sampler::sample`]; a guided step's errors (shapes, autograd, solver). [`SamplingError::Config`]
+    /// (field `sampler`) for DPS on a sampler that does not host it ([`Sampler::hosts_dps`]: the ODE solvers
+    /// Euler, Heun and DPM-Solver++(2M)).
     pub fn sample_observed(
         &self,
         sampler: &dyn Sampler,
@@ -156,6 +158,14 @@ impl<'a> Posterior<'a> {
             Built::Pgdm(d) => guided(d, rng, observer),
             Built::Tmpd(d) => guided(d, rng, observer),
             Built::DiffPir(d) => guided(d, rng, observer),
+            Built::Dps { .. } if !sampler.hosts_dps() => Err(SamplingError::config(
+                "sampler",
+                format!(
+                    "DPS is a sampler of its own (a DDPM step plus its gradient step) and cannot run as the \
+                     deterministic ODE solver {:?}: use ddpm, ddim or pc with DPS",
+                    sampler.name()
+                ),
+            )),
             Built::Dps { prior, term } => {
                 let dps = DpsOn { base: sampler, term };
                 let x = dps.initial(*prior, shape, kind, device, rng)?;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Result, SamplingError};
 use crate::guidance::{CovHeuristic, DiffPirConfig, MmpsConfig, PgdmConfig, SolverConfig, TmpdConfig};
 use crate::sampler::{Sampler, TimeGrid};
-use crate::{Ddim, Ddpm, PredictorCorrector};
+use crate::{Ddim, Ddpm, DpmPp2m, Euler, Heun, PredictorCorrector};
 
 /// The most steps a sampler may take (its time grid is allocated up front; the paper's longest is 4,096).
 pub const MAX_STEPS: usize = 1_000_000;
@@ -700,7 +700,9 @@ impl<'de> Visitor<'de> for MethodVisitor {
 }
 
 /// A reverse-diffusion sampler as configured (docs/method.md §4), externally tagged:
-/// `{"ddpm": {"steps": 256}}`, `{"ddim": {"steps": 256}}`, `{"pc": {"steps": 4096, "corrections": 1, "tau": 0.1}}`.
+/// `{"ddpm": {"steps": 256}}`, `{"ddim": {"steps": 256}}`, `{"pc": {"steps": 4096, "corrections": 1, "tau": 0.1}}`,
+/// and the probability-flow ODE solvers of docs/method.md §4.5: `{"euler": {"steps": 64}}`,
+/// `{"heun": {"steps": 32}}`, `{"dpmpp2m": {"steps": 32}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SamplerSpec {
@@ -723,14 +725,29 @@ pub enum SamplerSpec {
         /// Langevin step τ_L.
         tau: f64,
     },
+    /// Euler on the probability-flow ODE (= DDIM with η = 0 in VE), docs/method.md §4.5.
+    Euler {
+        /// Steps T.
+        steps: usize,
+    },
+    /// Heun (EDM's second-order solver, two denoiser calls per step), docs/method.md §4.5.
+    Heun {
+        /// Steps T.
+        steps: usize,
+    },
+    /// DPM-Solver++(2M) (second order, multistep, one denoiser call per step), docs/method.md §4.5.
+    Dpmpp2m {
+        /// Steps T.
+        steps: usize,
+    },
 }
 
 impl SamplerSpec {
     /// The names [`SamplerSpec::from_name`] accepts.
-    pub const NAMES: [&'static str; 3] = ["ddpm", "ddim", "pc"];
+    pub const NAMES: [&'static str; 6] = ["ddpm", "ddim", "pc", "euler", "heun", "dpmpp2m"];
 
-    /// The sampler named `"ddpm"`, `"ddim"` or `"pc"` (one Langevin correction with τ = 0.1) with `steps`
-    /// steps.
+    /// The sampler named `"ddpm"`, `"ddim"`, `"pc"` (one Langevin correction with τ = 0.1), `"euler"`,
+    /// `"heun"` or `"dpmpp2m"` with `steps` steps.
     ///
     /// # Errors
     /// [`SamplingError::Config`] (field `sampler`) for another name.
@@ -739,10 +756,13 @@ impl SamplerSpec {
             "ddpm" => Self::Ddpm { steps },
             "ddim" => Self::Ddim { steps },
             "pc" => Self::Pc { steps, corrections: 1, tau: 0.1 },
+            "euler" => Self::Euler { steps },
+            "heun" => Self::Heun { steps },
+            "dpmpp2m" => Self::Dpmpp2m { steps },
             other => {
                 return Err(SamplingError::config(
                     "sampler",
-                    format!("unknown sampler {other:?} (expected ddpm, ddim or pc)"),
+                    format!("unknown sampler {other:?} (expected one of {})", Self::NAMES.join(", ")),
                 ))
             }
         })
@@ -751,14 +771,32 @@ impl SamplerSpec {
     /// The number of steps T.
     pub fn steps(&self) -> usize {
         match *self {
-            Self::Ddpm { steps } | Self::Ddim { steps } | Self::Pc { steps, .. } => steps,
+            Self::Ddpm { steps }
+            | Self::Ddim { steps }
+            | Self::Pc { steps, .. }
+            | Self::Euler { steps }
+            | Self::Heun { steps }
+            | Self::Dpmpp2m { steps } => steps,
         }
     }
 
-    /// Denoiser calls per step (`1 + C` for PC).
+    /// The same sampler with `steps` steps (its other settings kept).
+    pub fn with_steps(self, steps: usize) -> Self {
+        match self {
+            Self::Ddpm { .. } => Self::Ddpm { steps },
+            Self::Ddim { .. } => Self::Ddim { steps },
+            Self::Pc { corrections, tau, .. } => Self::Pc { steps, corrections, tau },
+            Self::Euler { .. } => Self::Euler { steps },
+            Self::Heun { .. } => Self::Heun { steps },
+            Self::Dpmpp2m { .. } => Self::Dpmpp2m { steps },
+        }
+    }
+
+    /// Denoiser calls per step (`1 + C` for PC, 2 for Heun).
     pub fn calls_per_step(&self) -> usize {
         match *self {
-            Self::Ddpm { .. } | Self::Ddim { .. } => 1,
+            Self::Ddpm { .. } | Self::Ddim { .. } | Self::Euler { .. } | Self::Dpmpp2m { .. } => 1,
+            Self::Heun { .. } => 2,
             Self::Pc { corrections, .. } => 1 + corrections,
         }
     }
@@ -794,12 +832,16 @@ impl SamplerSpec {
             Self::Pc { corrections, tau, .. } => {
                 Box::new(PredictorCorrector::new(schedule, grid, corrections, tau)?)
             }
+            Self::Euler { .. } => Box::new(Euler::new(schedule, grid)),
+            Self::Heun { .. } => Box::new(Heun::new(schedule, grid)),
+            Self::Dpmpp2m { .. } => Box::new(DpmPp2m::new(schedule, grid)),
         })
     }
 }
 
 impl fmt::Display for SamplerSpec {
-    /// `DDPM, T = 256`, `DDIM, T = 64`, `PC, T = 4096, C = 1, τ = 0.1`.
+    /// `DDPM, T = 256`, `DDIM, T = 64`, `PC, T = 4096, C = 1, τ = 0.1`, `Euler, T = 64`, `Heun, T = 32`,
+    /// `DPM-Solver++(2M), T = 32`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Ddpm { steps } => write!(f, "DDPM, T = {steps}"),
@@ -807,6 +849,9 @@ impl fmt::Display for SamplerSpec {
             Self::Pc { steps, corrections, tau } => {
                 write!(f, "PC, T = {steps}, C = {corrections}, τ = {tau}")
             }
+            Self::Euler { steps } => write!(f, "Euler, T = {steps}"),
+            Self::Heun { steps } => write!(f, "Heun, T = {steps}"),
+            Self::Dpmpp2m { steps } => write!(f, "DPM-Solver++(2M), T = {steps}"),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Samplers of the reverse VE process (SPEC.md §4): [`Ddpm`](crate::Ddpm), [`Ddim`](crate::Ddim), [`PredictorCorrector`](crate::PredictorCorrector).
+//! Samplers of the reverse VE process (SPEC.md §4): [`Ddpm`](crate::Ddpm), [`Ddim`](crate::Ddim), [`PredictorCorrector`](crate::PredictorCorrector),
+//! and the probability-flow ODE solvers [`Euler`](crate::Euler), [`Heun`](crate::Heun) and
+//! [`DpmPp2m`](crate::DpmPp2m) (docs/method.md §4.5).
 //!
 //! Every sampler shares the time grid, the initial value and the final denoise of SPEC.md §4.1:
 //!
@@ -14,7 +16,9 @@
 
 pub mod ddim;
 pub mod ddpm;
+pub mod dpmpp;
 pub mod grid;
+pub mod ode;
 pub mod pc;
 
 use diem_models::{Denoiser, Schedule};
@@ -111,6 +115,16 @@ pub trait Sampler {
         s: f64,
         rng: &mut NoiseRng,
     ) -> Result<Tensor>;
+
+    /// Whether DPS may run on this sampler's schedule and grid (see [`crate::Posterior::sample`]): DPS is a
+    /// sampler of its own and replaces the transition by its DDPM step plus its gradient step. `true` by
+    /// default (DDPM, DDIM, PC); `false` for the deterministic probability-flow ODE solvers
+    /// ([`Euler`](crate::Euler), [`Heun`](crate::Heun), [`DpmPp2m`](crate::DpmPp2m)), whose point, a
+    /// deterministic higher-order integration in few steps, DPS would silently drop; [`crate::Posterior`] then
+    /// returns a [`SamplingError::Config`] naming `sampler`.
+    fn hosts_dps(&self) -> bool {
+        true
+    }
 
     /// The total number of denoiser calls of one run: `T · calls_per_step + 1` (the final denoise, SPEC.md §4.1).
     fn denoiser_calls(&self) -> usize {
