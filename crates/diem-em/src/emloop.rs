@@ -44,7 +44,7 @@ use crate::error::{EmError, Result};
 use crate::estep::chunk_count;
 use crate::gaussian::GaussianPrior;
 use crate::mstep::ValidationRecord;
-use crate::store::RunStore;
+use crate::store::{Restored, RunStore};
 
 /// How far an [`EmLoop`] has come: the steps of Algorithm 1 it has completed (what a [`RunStore`] commits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -346,6 +346,32 @@ impl EmLoop {
         }
         progress.finish();
         Ok(())
+    }
+
+    /// Continues from the last step `store` committed ([`RunStore::load_latest`], agreed by every rank):
+    /// returns whether there was one. A loop resumed this way draws what the uninterrupted loop draws.
+    ///
+    /// # Errors
+    /// The store's errors, on every rank.
+    pub fn resume_from(&mut self, store: &mut dyn RunStore) -> Result<bool> {
+        let loaded = store.load_latest(self);
+        match sync(&*self.comm, loaded)? {
+            Some(restored) => {
+                self.restore(restored);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sets the loop to a committed step: its state, Gaussian, model and samples.
+    pub fn restore(&mut self, restored: Restored) {
+        let Restored { state, gaussian, model, samples } = restored;
+        self.state = state;
+        self.gaussian = gaussian;
+        self.model = model;
+        self.samples = samples;
+        self.broadcast_done = false;
     }
 
     /// Takes a fitted Gaussian as the current prior.

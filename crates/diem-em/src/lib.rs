@@ -133,4 +133,4 @@ pub use mstep::{filter_samples, m_step, m_step_observed, m_step_parallel, m_step
 pub use observer::{LapContext, LapObserver};
 pub use run::{resolve_checkpoint, EmRun, RunDir, RunSummary};
 pub use seed::{derive_seed, SeedPurpose};
-pub use store::{NoStore, RunStore};
+pub use store::{NoStore, Restored, RunStore};

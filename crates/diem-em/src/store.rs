@@ -6,12 +6,27 @@
 //! make the commit its crash-safe point (the run directory of [`crate::EmRun`] writes `state.bin` there and
 //! resumes after the last commit). [`NoStore`] records nothing: the loop in memory.
 
+use diem_models::PriorModel;
 use tch::Tensor;
 
 use crate::dist::sync;
 use crate::emloop::{EmLoop, LapOutcome, LoopState};
 use crate::error::Result;
 use crate::gaussian::GaussianPrior;
+
+/// What a store holds of its last committed step: where a loop continues from ([`EmLoop::resume_from`]).
+#[derive(Debug)]
+pub struct Restored {
+    /// The steps committed.
+    pub state: LoopState,
+    /// The current Gaussian prior, once fitted.
+    pub gaussian: Option<GaussianPrior>,
+    /// The model after the last committed lap (`None` before the first lap: the loop creates it from its
+    /// seed).
+    pub model: Option<PriorModel>,
+    /// This rank's share of the latest committed E-step samples.
+    pub samples: Option<Tensor>,
+}
 
 /// Records the steps of an [`EmLoop`] (module docs). The `save_*` methods run on rank 0 only; `commit` runs
 /// on every rank, with rank 0's save result (`Ok(())` elsewhere), and must fail on every rank when it failed
@@ -42,6 +57,15 @@ pub trait RunStore {
     /// # Errors
     /// `written`'s error (on every rank), or the store's own.
     fn commit(&mut self, em: &EmLoop, written: Result<()>, next: LoopState) -> Result<()>;
+
+    /// The last committed step, on every rank (this rank's share of the samples), for `em` to continue from;
+    /// `None` when the store holds nothing to continue from (the default).
+    ///
+    /// # Errors
+    /// Whatever the store reports (a missing or corrupt file).
+    fn load_latest(&mut self, _em: &EmLoop) -> Result<Option<Restored>> {
+        Ok(None)
+    }
 }
 
 /// The store that records nothing: [`EmLoop::run_with`] in memory. Its commit only agrees the ranks'

@@ -67,6 +67,15 @@ fn tiny(order: &str, laps: usize) -> EmConfig {
     EmConfig::from_json(Path::new("tiny.json"), json.to_string().as_bytes()).unwrap()
 }
 
+/// libtorch's generator is process-global and the trainer draws from it, so the tests of this file (which
+/// the harness runs on parallel threads) take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn single_thread() -> std::sync::MutexGuard<'static, ()> {
+    tch::set_num_threads(1);
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn assert_same_parameters(a: &PriorModel, b: &PriorModel) {
     let (va, vb) = (a.named_variables(), b.named_variables());
     assert_eq!(va.len(), vb.len());
@@ -99,6 +108,7 @@ impl ProgressObserver for Counting {
 
 #[test]
 fn em_loop_by_hand_draws_what_em_run_draws() {
+    let _serial = single_thread();
     for order in ["train_then_sample", "sample_then_train"] {
         let config = tiny(order, 2);
         let dir = tempfile::tempdir().unwrap();
@@ -201,6 +211,7 @@ impl LapObserver for PriorSamples {
 
 #[test]
 fn a_user_defined_network_trains_checkpoints_resumes_and_samples_through_the_run() {
+    let _serial = single_thread();
     let factory = || -> Rc<dyn ModelFactory> { Rc::new(ResidualFactory { width: 12 }) };
     let config = tiny("sample_then_train", 2);
     let dir = tempfile::tempdir().unwrap();
@@ -260,5 +271,6 @@ mod custom_network_example;
 
 #[test]
 fn the_custom_network_example_runs() {
+    let _serial = single_thread();
     custom_network_example::main().unwrap();
 }

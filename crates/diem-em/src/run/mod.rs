@@ -27,7 +27,7 @@ use crate::layout::{
     STATE_FILE,
 };
 use crate::observer::LapObserver;
-use crate::store::RunStore;
+use crate::store::{Restored, RunStore};
 use checks::check_same_inputs;
 pub(crate) use checks::{check_data, check_fits, check_shardable};
 
@@ -268,16 +268,10 @@ impl EmRun {
         comm: Rc<dyn Communicator>,
     ) -> Result<Self> {
         let dir = dir.to_path_buf();
-        let loaded = Self::load_run(&dir, &observations, device, factory, &*comm);
-        let Loaded { config, state, gaussian, model, samples, changes, warnings, factory } =
-            sync(&*comm, loaded)?;
+        let loaded = Self::load_run(&dir, &observations, factory, &*comm);
+        let Loaded { config, state, changes, warnings, factory } = sync(&*comm, loaded)?;
         check_same_inputs(&*comm, &config, &observations)?;
-        let progress = LoopState {
-            gaussian_done: state.gaussian_done,
-            initial_samples_done: state.initial_samples_done,
-            completed_laps: state.completed_laps,
-        };
-        let store = RunDir {
+        let mut store = RunDir {
             dir,
             stored_config: config.clone(),
             pending_changes: changes,
@@ -286,20 +280,18 @@ impl EmRun {
             observers: Vec::new(),
             comm: comm.clone(),
         };
-        let mut em = EmLoop::from_parts(config, observations, device, factory, comm, progress);
-        em.gaussian = gaussian;
-        em.model = model;
-        em.samples = samples;
+        let mut em = EmLoop::from_parts(config, observations, device, factory, comm, LoopState::default());
+        em.resume_from(&mut store)?;
         Ok(Self { em, store, warnings })
     }
 
-    /// What [`EmRun::resume_with`] reads, on one rank: the configuration, the state, the Gaussian, the model
-    /// and this rank's shard of the last samples. Rank 0 also removes stale temporary files and restores a
-    /// missing `config.json`.
+    /// What [`EmRun::resume_with`] reads first, on one rank: the configuration and the state, checked
+    /// against the observations and the factory (the Gaussian, the model and the samples follow through
+    /// [`RunStore::load_latest`]). Rank 0 also removes stale temporary files and restores a missing
+    /// `config.json`.
     fn load_run(
         dir: &Path,
         observations: &Observation,
-        device: Device,
         factory: Option<Rc<dyn ModelFactory>>,
         comm: &dyn Communicator,
     ) -> Result<Loaded> {
@@ -390,45 +382,7 @@ impl EmRun {
                 ),
             ));
         }
-        let home = data_device(&config, device);
-        let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(dir, l));
-        let gaussian = if !state.gaussian_done {
-            None
-        } else {
-            let path = last.as_ref().map_or(dir.join(GAUSSIAN_FILE), |l| l.join(GAUSSIAN_FILE));
-            Some(GaussianPrior::load(&path, device)?)
-        };
-        let model = match &last {
-            Some(l) => Some(checkpoint::load_with(l, device, &*factory)?.0),
-            None => None,
-        };
-        let path = match (&last, state.initial_samples_done) {
-            (Some(l), _) => Some(l.join(SAMPLES_FILE)),
-            (None, true) => Some(dir.join(INIT_DIR).join(SAMPLES_FILE)),
-            (None, false) => None,
-        };
-        let samples = match path {
-            None => None,
-            Some(path) => {
-                let all = read_npy(&path, home)?;
-                let rows = training_rows(&config, observations, comm.rank(), comm.size());
-                if all.size().first()
-                    != Some(&(observations.len() * config.estep.samples_per_observation as i64))
-                {
-                    return Err(EmError::file(
-                        &path,
-                        format!(
-                            "holds {:?} samples, expected {} observations × {} samples per observation",
-                            all.size(),
-                            observations.len(),
-                            config.estep.samples_per_observation
-                        ),
-                    ));
-                }
-                Some(if comm.size() == 1 { all } else { all.narrow(0, rows.start, rows.end - rows.start) })
-            }
-        };
-        Ok(Loaded { config, state, gaussian, model, samples, changes, warnings, factory })
+        Ok(Loaded { config, state, changes, warnings, factory })
     }
 
     /// Attaches held-out observations (CIFAR's test split, fastMRI's validation split): every lap then draws
@@ -588,6 +542,57 @@ impl RunStore for RunDir {
         self.write_lap(em, outcome)
     }
 
+    /// The last committed step's Gaussian, model (from the last lap's checkpoint, built by the loop's
+    /// factory) and this rank's shard of the samples.
+    fn load_latest(&mut self, em: &EmLoop) -> Result<Option<Restored>> {
+        let (dir, state, config, device) = (&self.dir, &self.state, &em.config, em.device);
+        let (observations, factory, comm) = (&em.observations, &em.factory, &*em.comm);
+        let home = data_device(config, device);
+        let last = state.completed_laps.checked_sub(1).map(|l| lap_dir(dir, l));
+        let gaussian = if !state.gaussian_done {
+            None
+        } else {
+            let path = last.as_ref().map_or(dir.join(GAUSSIAN_FILE), |l| l.join(GAUSSIAN_FILE));
+            Some(GaussianPrior::load(&path, device)?)
+        };
+        let model = match &last {
+            Some(l) => Some(checkpoint::load_with(l, device, &**factory)?.0),
+            None => None,
+        };
+        let path = match (&last, state.initial_samples_done) {
+            (Some(l), _) => Some(l.join(SAMPLES_FILE)),
+            (None, true) => Some(dir.join(INIT_DIR).join(SAMPLES_FILE)),
+            (None, false) => None,
+        };
+        let samples = match path {
+            None => None,
+            Some(path) => {
+                let all = read_npy(&path, home)?;
+                let rows = training_rows(config, observations, comm.rank(), comm.size());
+                if all.size().first()
+                    != Some(&(observations.len() * config.estep.samples_per_observation as i64))
+                {
+                    return Err(EmError::file(
+                        &path,
+                        format!(
+                            "holds {:?} samples, expected {} observations × {} samples per observation",
+                            all.size(),
+                            observations.len(),
+                            config.estep.samples_per_observation
+                        ),
+                    ));
+                }
+                Some(if comm.size() == 1 { all } else { all.narrow(0, rows.start, rows.end - rows.start) })
+            }
+        };
+        let progress = LoopState {
+            gaussian_done: state.gaussian_done,
+            initial_samples_done: state.initial_samples_done,
+            completed_laps: state.completed_laps,
+        };
+        Ok(Some(Restored { state: progress, gaussian, model, samples }))
+    }
+
     /// Rank 0 writes `state.bin` with `next` applied (the commit point of a step); every rank takes the new
     /// state once every rank has succeeded.
     ///
@@ -622,9 +627,6 @@ impl RunStore for RunDir {
 struct Loaded {
     config: EmConfig,
     state: RunState,
-    gaussian: Option<GaussianPrior>,
-    model: Option<PriorModel>,
-    samples: Option<Tensor>,
     changes: Vec<ConfigChange>,
     warnings: Vec<String>,
     factory: Rc<dyn ModelFactory>,
