@@ -88,8 +88,10 @@ enum Cmd {
         /// Output .npy file (not inside the prior's directory).
         #[arg(long)]
         out: PathBuf,
-        /// Sampler: ddpm, ddim or pc.
-        #[arg(long, default_value = "ddim")]
+        /// Sampler (diem_sampling::SamplerSpec::NAMES): ddpm, ddim, pc, or the ODE solvers euler, heun,
+        /// dpmpp2m.
+        #[arg(long, default_value = "ddim",
+              value_parser = clap::builder::PossibleValuesParser::new(diem_sampling::SamplerSpec::NAMES))]
         sampler: String,
         /// Sampler steps.
         #[arg(long, default_value_t = 256)]
@@ -119,8 +121,11 @@ enum Cmd {
         /// Output .npy file (not an input, not inside the prior's directory).
         #[arg(long)]
         out: PathBuf,
-        /// Sampler: ddpm, ddim or pc (ignored by dps, which is its own sampler).
-        #[arg(long, default_value = "ddpm")]
+        /// Sampler (diem_sampling::SamplerSpec::NAMES): ddpm, ddim, pc, or the ODE solvers euler, heun,
+        /// dpmpp2m. DPS is its own sampler: it uses only the grid of ddpm, ddim or pc, and refuses the ODE
+        /// solvers.
+        #[arg(long, default_value = "ddpm",
+              value_parser = clap::builder::PossibleValuesParser::new(diem_sampling::SamplerSpec::NAMES))]
         sampler: String,
         /// Sampler steps.
         #[arg(long, default_value_t = 256)]
