@@ -17,7 +17,7 @@ use diem_models::VeSchedule;
 use diem_operators::{NoiseCov, Projection};
 use diem_sampling::{
     Covariance, Ddim, Ddpm, DiffPirSpec, DpsSpec, Measurement, MmpsSpec, NoiseRng, PgdmSpec, PosteriorMethod,
-    Sampler, SolverSpec, TimeGrid, TmpdSpec,
+    Sampler, SamplerSpec, SolverSpec, TimeGrid, TmpdSpec,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -134,6 +134,11 @@ pub struct SweepConfig {
     pub samples: i64,
     /// Sampler steps T.
     pub steps: usize,
+    /// The sampler of the denoiser-type methods by its [`SamplerSpec::NAMES`] name (e.g. `"heun"`,
+    /// `"dpmpp2m"`); `None` (the default, and what older files mean) is DDIM. DPS and DiffPIR keep DDPM. The
+    /// comparison is at equal steps: Heun makes two calls per step.
+    #[serde(default)]
+    pub sampler: Option<String>,
     /// Sinkhorn iteration cap.
     pub sinkhorn_max_iter: usize,
 }
@@ -149,6 +154,7 @@ impl Default for SweepConfig {
             seeds: 2,
             samples: 128,
             steps: 64,
+            sampler: None,
             sinkhorn_max_iter: 1024,
         }
     }
@@ -189,7 +195,8 @@ fn sampling<T>(what: &str, r: std::result::Result<T, diem_sampling::SamplingErro
     r.map_err(|e| BenchError::config(what, e.to_string()))
 }
 
-/// Draws `n` posterior samples `[n, d]` with `method` for the problem (float64, CPU).
+/// Draws `n` posterior samples `[n, d]` with `method` for the problem (float64, CPU), the denoiser-type
+/// methods on DDIM ([`sample_posterior_with`] takes another sampler).
 ///
 /// # Errors
 /// Sampler or guidance errors (reported with the method's name).
@@ -200,6 +207,22 @@ pub fn sample_posterior(
     steps: usize,
     seed: u64,
 ) -> Result<Tensor> {
+    sample_posterior_with(problem, method, n, steps, seed, None)
+}
+
+/// [`sample_posterior`] with the denoiser-type methods on the sampler named `sampler` (a
+/// [`SamplerSpec::NAMES`] name; `None` = DDIM). DPS and DiffPIR run on DDPM whatever the name.
+///
+/// # Errors
+/// An unknown sampler name; sampler or guidance errors (reported with the method's name).
+pub fn sample_posterior_with(
+    problem: &MixtureProblem,
+    method: SweepMethod,
+    n: i64,
+    steps: usize,
+    seed: u64,
+    sampler: Option<&str>,
+) -> Result<Tensor> {
     let prior = problem.denoiser()?;
     let d = problem.config.ambient_dim;
     let op = Projection::new(problem.w.unsqueeze(0), &[d])
@@ -209,10 +232,13 @@ pub fn sample_posterior(
         .map_err(|e| BenchError::config("sigma_y", e.to_string()))?;
     let schedule = VeSchedule::manifold();
     let grid = sampling("steps", TimeGrid::uniform(steps))?;
-    // DPS and DiffPIR run on DDPM (η = 1, as their papers), the others on DDIM.
-    let sampler: Box<dyn Sampler> = match method {
-        SweepMethod::Dps | SweepMethod::DiffPir => Box::new(Ddpm::new(schedule, grid)),
-        _ => Box::new(Ddim::new(schedule, grid)),
+    // DPS and DiffPIR run on DDPM (η = 1, as their papers), the others on DDIM or the sampler named.
+    let sampler: Box<dyn Sampler> = match (method, sampler) {
+        (SweepMethod::Dps | SweepMethod::DiffPir, _) => Box::new(Ddpm::new(schedule, grid)),
+        (_, None) => Box::new(Ddim::new(schedule, grid)),
+        (_, Some(name)) => {
+            sampling("sampler", SamplerSpec::from_name(name, steps).and_then(|s| s.build(schedule)))?
+        }
     };
     let mut rng = NoiseRng::seeded(seed);
     let name = method.name();
@@ -251,7 +277,14 @@ pub fn run_one(config: &SweepConfig, d: i64, seed: u64, methods: &[SweepMethod])
     let baseline = sinkhorn.ot(&u1, &u2)?.cost;
     let mut out = Vec::new();
     for &method in methods {
-        let v = sample_posterior(&problem, method, config.samples, config.steps, seed)?;
+        let v = sample_posterior_with(
+            &problem,
+            method,
+            config.samples,
+            config.steps,
+            seed,
+            config.sampler.as_deref(),
+        )?;
         // A diverged sampler (non-finite samples) is recorded as NaN: kept in the raw CSV, left out of medians.
         let divergence = if bool::try_from(v.isfinite().all())? {
             (sinkhorn.ot(&u1, &v)?.cost - baseline).max(diem_metrics::DIVERGENCE_FLOOR)

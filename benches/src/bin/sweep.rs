@@ -27,6 +27,9 @@ struct Args {
     /// Sampler steps (overrides the preset).
     #[arg(long)]
     steps: Option<usize>,
+    /// The sampler of the denoiser-type methods (default ddim; DPS and DiffPIR keep ddpm).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(diem_sampling::SamplerSpec::NAMES))]
+    sampler: Option<String>,
     /// Comma-separated dimensions (overrides the preset).
     #[arg(long, value_delimiter = ',')]
     dims: Option<Vec<i64>>,
@@ -46,6 +49,9 @@ fn main() -> Result<()> {
     }
     if let Some(v) = args.steps {
         config.steps = v;
+    }
+    if args.sampler.is_some() {
+        config.sampler = args.sampler;
     }
     if let Some(v) = args.dims {
         config.dims = v;
