@@ -87,6 +87,7 @@ pub mod posterior;
 pub mod rng;
 pub mod sampler;
 pub mod spec;
+pub mod tds;
 
 pub use counting::CountingDenoiser;
 pub use error::{Error, Result, SamplingError};
@@ -108,3 +109,4 @@ pub use spec::{
     Covariance, DiffPirSpec, DpsSpec, MmpsSpec, PgdmSpec, PosteriorMethod, SafeguardSpec, SamplerSpec,
     SolverMethod, SolverSpec, StepCost, TmpdSpec, MAX_ITERATIONS, MAX_STEPS,
 };
+pub use tds::{Tds, TdsConfig, TdsDiagnostics, TdsOutput, TdsSpec, Twist};

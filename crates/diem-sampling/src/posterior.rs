@@ -3,7 +3,8 @@
 //! prior denoiser and a [`Measurement`]; a [`Posterior`] samples with any [`Sampler`] and counts its costs.
 //!
 //! The denoiser wrappers (MMPS, PiGDM, TMPD, DiffPIR) run under the sampler they are given; DPS, a sampler of
-//! its own (docs/method.md §5.3), runs its DDPM-plus-gradient step on that sampler's schedule and time grid.
+//! its own (docs/method.md §5.3), runs its DDPM-plus-gradient step on that sampler's schedule and time grid;
+//! so does TDS (docs/method.md §5.7), whose particles return one sample per observation.
 
 use diem_models::{Denoiser, Schedule};
 use diem_operators::Observation;
@@ -16,6 +17,7 @@ use crate::guidance::{
 };
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, Silent, StepObserver, TimeGrid};
+use crate::tds::{Tds, TdsConfig};
 
 /// A posterior method with everything it needs but the prior and the observations: the settings of one
 /// guidance wrapper, or DPS's step size. [`PosteriorMethod::resolve`](crate::PosteriorMethod::resolve) makes
@@ -35,6 +37,8 @@ pub enum GuidanceConfig {
         /// The step size ζ ≥ 0.
         zeta: f64,
     },
+    /// [`Tds`], the twisted diffusion sampler (a particle sampler of its own, like DPS).
+    Tds(TdsConfig),
 }
 
 impl From<MmpsConfig> for GuidanceConfig {
@@ -58,6 +62,7 @@ impl GuidanceConfig {
             Self::Dps { zeta } => {
                 Built::Dps { prior, term: DpsTerm::new(measurement.operator(), measurement.y(), *zeta)? }
             }
+            Self::Tds(c) => Built::Tds(Tds::from_measurement(prior, measurement, *c)?),
         };
         Ok(Posterior { inner })
     }
@@ -87,18 +92,27 @@ enum Built<'a> {
     Tmpd(Tmpd<'a>),
     DiffPir(DiffPir<'a>),
     Dps { prior: &'a dyn Denoiser, term: DpsTerm<'a> },
+    Tds(Tds<'a>),
 }
 
 impl<'a> Posterior<'a> {
     /// The posterior denoiser `E[x | x_t, y]` that a sampler runs on; `None` for DPS, which guides the
-    /// transition instead of the denoiser.
+    /// transition instead of the denoiser, and for TDS, which moves particles.
     pub fn denoiser(&self) -> Option<&dyn Denoiser> {
         match &self.inner {
             Built::Mmps(d) => Some(d),
             Built::Pgdm(d) => Some(d),
             Built::Tmpd(d) => Some(d),
             Built::DiffPir(d) => Some(d),
-            Built::Dps { .. } => None,
+            Built::Dps { .. } | Built::Tds(_) => None,
+        }
+    }
+
+    /// The TDS sampler, if this is TDS (its [`Tds::take_diagnostics`] has the last run's weights).
+    pub fn tds(&self) -> Option<&Tds<'a>> {
+        match &self.inner {
+            Built::Tds(d) => Some(d),
+            _ => None,
         }
     }
 
@@ -118,6 +132,7 @@ impl<'a> Posterior<'a> {
             Built::Tmpd(d) => d.stats(),
             Built::DiffPir(d) => d.stats(),
             Built::Dps { term, .. } => term.stats.get(),
+            Built::Tds(d) => d.stats(),
         }
     }
 
@@ -129,6 +144,7 @@ impl<'a> Posterior<'a> {
             Built::Tmpd(d) => d.reset_stats(),
             Built::DiffPir(d) => d.reset_stats(),
             Built::Dps { term, .. } => term.stats.reset(),
+            Built::Tds(d) => d.reset_stats(),
         }
     }
 
@@ -171,6 +187,8 @@ impl<'a> Posterior<'a> {
                 let x = dps.initial(*prior, shape, kind, device, rng)?;
                 dps.sample_from(*prior, &x, rng, observer)
             }
+            // TDS's particles move on the sampler's schedule and grid; `shape` is implied by the measurement.
+            Built::Tds(d) => d.sample_rows(sampler, kind, device, rng, observer),
         }
     }
 
@@ -198,6 +216,7 @@ impl std::fmt::Debug for Posterior<'_> {
             Built::Tmpd(d) => d.fmt(f),
             Built::DiffPir(d) => d.fmt(f),
             Built::Dps { term, .. } => term.fmt(f),
+            Built::Tds(d) => d.fmt(f),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! {"dps": {"zeta": 1.0}}                                                   DPS
 //! {"pgdm": {"solver": {"method": "gmres", "iterations": 5}}}               PiGDM
 //! {"tmpd": {}}  {"diffpir": {"lambda": 8.0}}                               TMPD, DiffPIR (defaults)
+//! {"tds": {"particles": 16, "ess_threshold": 0.5, "twist": "tweedie"}}     TDS (docs/method.md §5.7)
 //! ```
 
 use std::fmt;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Result, SamplingError};
 use crate::guidance::{CovHeuristic, DiffPirConfig, MmpsConfig, PgdmConfig, SolverConfig, TmpdConfig};
 use crate::sampler::{Sampler, TimeGrid};
+use crate::tds::TdsSpec;
 use crate::{Ddim, Ddpm, DpmPp2m, Euler, Heun, PredictorCorrector};
 
 /// The most steps a sampler may take (its time grid is allocated up front; the paper's longest is 4,096).
@@ -389,6 +391,9 @@ pub enum PosteriorMethod {
     Tmpd(TmpdSpec),
     /// DiffPIR's proximal step (docs/method.md §5.6).
     DiffPir(DiffPirSpec),
+    /// TDS, the twisted diffusion sampler with MMPS's likelihood as its twist (docs/method.md §5.7): particles
+    /// per observation; a sampler, not a denoiser.
+    Tds(TdsSpec),
 }
 
 impl Default for PosteriorMethod {
@@ -416,8 +421,8 @@ pub struct StepCost {
 
 impl PosteriorMethod {
     /// The names [`PosteriorMethod::from_name`] accepts (and `diem posterior --method` lists).
-    pub const NAMES: [&'static str; 9] =
-        ["mmps", "mmps-cov-x", "mmps-cov-t", "mmps-ones", "mmps-zeros", "pgdm", "tmpd", "diffpir", "dps"];
+    pub const NAMES: [&'static str; 10] =
+        ["mmps", "mmps-cov-x", "mmps-cov-t", "mmps-ones", "mmps-zeros", "pgdm", "tmpd", "diffpir", "dps", "tds"];
 
     /// The method named `name` (one of [`PosteriorMethod::NAMES`]) with the solve `solver` (MMPS, PiGDM,
     /// TMPD, DiffPIR), MMPS's default safeguards, DiffPIR's default λ and DPS's default ζ = 1; change them
@@ -437,6 +442,7 @@ impl PosteriorMethod {
             "tmpd" => Ok(Self::Tmpd(TmpdSpec { solver })),
             "diffpir" => Ok(Self::DiffPir(DiffPirSpec { solver, ..DiffPirSpec::default() })),
             "dps" => Ok(Self::Dps(DpsSpec::default())),
+            "tds" => Ok(Self::Tds(TdsSpec::default())),
             other => Err(SamplingError::config(
                 "method",
                 format!("unknown method {other:?} (expected one of {})", Self::NAMES.join(", ")),
@@ -458,6 +464,7 @@ impl PosteriorMethod {
             Self::Pgdm(_) => "pgdm",
             Self::Tmpd(_) => "tmpd",
             Self::DiffPir(_) => "diffpir",
+            Self::Tds(_) => "tds",
         }
     }
 
@@ -500,7 +507,7 @@ impl PosteriorMethod {
             | Self::Pgdm(PgdmSpec { solver })
             | Self::Tmpd(TmpdSpec { solver })
             | Self::DiffPir(DiffPirSpec { solver, .. }) => Some(solver),
-            Self::Dps(_) => None,
+            Self::Dps(_) | Self::Tds(_) => None,
         }
     }
 
@@ -511,7 +518,7 @@ impl PosteriorMethod {
             | Self::Pgdm(PgdmSpec { solver })
             | Self::Tmpd(TmpdSpec { solver })
             | Self::DiffPir(DiffPirSpec { solver, .. }) => Some(solver),
-            Self::Dps(_) => None,
+            Self::Dps(_) | Self::Tds(_) => None,
         }
     }
 
@@ -521,18 +528,20 @@ impl PosteriorMethod {
             || m.safeguards.fallback == Some(Covariance::CovX))
     }
 
-    /// Whether the method is a sampler of its own (DPS) rather than a denoiser any sampler can use.
+    /// Whether the method is a sampler of its own (DPS, TDS) rather than a denoiser any sampler can use.
     pub fn is_sampler(&self) -> bool {
-        matches!(self, Self::Dps(_))
+        matches!(self, Self::Dps(_) | Self::Tds(_))
     }
 
     /// Forwards and VJPs of one posterior-denoiser call (one DPS step), docs/method.md §5.8: MMPS with the
     /// Tweedie covariance and `n` CG/GMRES iterations 1 and `n` (BiCGSTAB `2n`; the last product comes from
-    /// the solve); MMPS with a heuristic and PiGDM 1 and 1; TMPD 1 and 2; DiffPIR 1 and 0; DPS 1 and 1.
+    /// the solve); MMPS with a heuristic and PiGDM 1 and 1; TMPD 1 and 2; DiffPIR 1 and 0; DPS 1 and 1; TDS 1
+    /// and 1 per level, batched over its `K` particles per observation (with the `tweedie` twist, 1 VJP per
+    /// observed entry: multiply by `m`).
     pub fn cost_per_call(&self) -> StepCost {
         let vjps = match self {
             Self::Mmps(m) if m.covariance == Covariance::Tweedie => m.solver.applications(),
-            Self::Mmps(_) | Self::Pgdm(_) | Self::Dps(_) => 1,
+            Self::Mmps(_) | Self::Pgdm(_) | Self::Dps(_) | Self::Tds(_) => 1,
             Self::Tmpd(_) => 2,
             Self::DiffPir(_) => 0,
         };
@@ -574,6 +583,7 @@ impl PosteriorMethod {
                 }
                 d.solver.validate_as("diffpir.solver.iterations", "diffpir.solver.rtol")
             }
+            Self::Tds(t) => t.validate(),
         }
     }
 
@@ -590,6 +600,7 @@ impl PosteriorMethod {
             Self::Pgdm(p) => G::Pgdm(PgdmConfig { solver: p.solver.to_solver() }),
             Self::Tmpd(t) => G::Tmpd(TmpdConfig { solver: t.solver.to_solver() }),
             Self::DiffPir(d) => G::DiffPir(DiffPirConfig { lambda: d.lambda, solver: d.solver.to_solver() }),
+            Self::Tds(t) => G::Tds(t.to_config()),
         })
     }
 }
@@ -599,6 +610,7 @@ impl fmt::Display for PosteriorMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self, self.solver()) {
             (Self::Dps(d), _) => write!(f, "dps (ζ = {})", d.zeta),
+            (Self::Tds(t), _) => write!(f, "tds (K = {}, {} twist)", t.particles, t.twist.name()),
             (Self::DiffPir(d), Some(s)) => {
                 write!(f, "diffpir (λ = {}, {}, {} iterations)", d.lambda, s.method.label(), s.iterations)
             }
@@ -609,7 +621,7 @@ impl fmt::Display for PosteriorMethod {
 }
 
 const MMPS_FIELDS: [&str; 3] = ["covariance", "solver", "safeguards"];
-const TAGS: [&str; 4] = ["dps", "pgdm", "tmpd", "diffpir"];
+const TAGS: [&str; 5] = ["dps", "pgdm", "tmpd", "diffpir", "tds"];
 
 impl Serialize for PosteriorMethod {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
@@ -628,6 +640,7 @@ impl Serialize for PosteriorMethod {
             Self::Pgdm(p) => tagged(serializer, "pgdm", p),
             Self::Tmpd(t) => tagged(serializer, "tmpd", t),
             Self::DiffPir(d) => tagged(serializer, "diffpir", d),
+            Self::Tds(t) => tagged(serializer, "tds", t),
         }
     }
 }
@@ -644,7 +657,7 @@ impl<'de> Visitor<'de> for MethodVisitor {
     type Value = PosteriorMethod;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an MMPS object {covariance, solver, safeguards} or one of {dps: …}, {pgdm: …}, {tmpd: …}, {diffpir: …}")
+        f.write_str("an MMPS object {covariance, solver, safeguards} or one of {dps: …}, {pgdm: …}, {tmpd: …}, {diffpir: …}, {tds: …}")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<PosteriorMethod, A::Error> {
@@ -652,7 +665,7 @@ impl<'de> Visitor<'de> for MethodVisitor {
         let unknown = |k: &str| {
             de::Error::unknown_field(
                 k,
-                &["covariance", "solver", "safeguards", "dps", "pgdm", "tmpd", "diffpir"],
+                &["covariance", "solver", "safeguards", "dps", "pgdm", "tmpd", "diffpir", "tds"],
             )
         };
         let Some(first) = map.next_key::<String>()? else {
@@ -663,6 +676,7 @@ impl<'de> Visitor<'de> for MethodVisitor {
                 "dps" => PosteriorMethod::Dps(map.next_value()?),
                 "pgdm" => PosteriorMethod::Pgdm(map.next_value()?),
                 "tmpd" => PosteriorMethod::Tmpd(map.next_value()?),
+                "tds" => PosteriorMethod::Tds(map.next_value()?),
                 _ => PosteriorMethod::DiffPir(map.next_value()?),
             };
             if let Some(extra) = map.next_key::<String>()? {
