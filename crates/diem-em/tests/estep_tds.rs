@@ -7,7 +7,7 @@ use diem_em::{posterior_samples, posterior_shard, EStepPlan, SeedPurpose};
 use diem_linalg::Dplr;
 use diem_models::{GaussianDenoiser, VeSchedule};
 use diem_operators::{NoiseCov, Observation, Projection};
-use diem_sampling::{NoiseRng, PosteriorMethod, Sampler, SamplerSpec};
+use diem_sampling::{NoiseRng, PosteriorMethod, SamplerSpec};
 use tch::{Device, Kind, Tensor};
 
 const N: i64 = 24;
