@@ -1,11 +1,10 @@
 //! DiffPIR's proximal data-consistency step in VE form (SPEC.md §5.6).
 
-use diem_models::Denoiser;
-use diem_operators::{LinearOperator, NoiseCov, Observation};
 use tch::Tensor;
 
+use super::guided::{Guidance, GuidanceCall, Guided};
 use super::measurement::Measurement;
-use super::{sigma_sq_like, GuidanceStats, SolverConfig, StatsCell};
+use super::{sigma_sq_like, SolverConfig};
 use crate::error::{Result, SamplingError};
 
 /// [`DiffPir`]'s settings.
@@ -23,8 +22,8 @@ impl Default for DiffPirConfig {
     }
 }
 
-/// DiffPIR's proximal step on the denoised mean, without any gradient through the network (SPEC.md §5.6), in VE
-/// units (`ρ_t = σ_t²/λ`, since `(1 − ᾱ_t)/ᾱ_t = σ_VE²`):
+/// The rule of [`DiffPir`]: DiffPIR's proximal step on the denoised mean, without any gradient through the
+/// network (SPEC.md §5.6), in VE units (`ρ_t = σ_t²/λ`, since `(1 − ᾱ_t)/ᾱ_t = σ_VE²`):
 ///
 /// ```text
 /// x̂ = d_θ(x_t, σ_t)                                  (no graph)
@@ -36,53 +35,26 @@ impl Default for DiffPirConfig {
 /// adds `c_t δ` after its shared η = 1 step, i.e. replaces x̂ by `x̂ + δ`; as a denoiser wrapper under
 /// [`Ddpm`](crate::Ddpm) this is the same rule in VE. DiffPIR's own ζ is not used. Cost: 1 forward, 0 VJPs.
 ///
+/// Building it fails with [`SamplingError::Config`] unless `λ > 0`, the solver has at least one iteration and
+/// a valid tolerance, and every noise deviation is positive (`Σ_y⁻¹` appears in the system).
+///
 /// # References
 /// Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image Restoration", CVPR 2023 workshops,
 /// arXiv:2305.08995.
-pub struct DiffPir<'a> {
-    prior: &'a dyn Denoiser,
-    measurement: Measurement<'a>,
+#[derive(Clone, Debug)]
+pub struct DiffPirGuidance {
     config: DiffPirConfig,
-    stats: StatsCell,
 }
 
-impl<'a> DiffPir<'a> {
-    /// DiffPIR for `prior` and `y = A x + ε`, `ε ~ N(0, noise)`.
-    ///
-    /// # Errors
-    /// As [`Measurement::new`]; [`SamplingError::Config`] unless `λ > 0`, the solver has at least one iteration,
-    /// and every noise deviation is positive (`Σ_y⁻¹` appears in the system).
-    pub fn new(
-        prior: &'a dyn Denoiser,
-        operator: &'a dyn LinearOperator,
-        y: &Tensor,
-        noise: NoiseCov,
-        config: DiffPirConfig,
-    ) -> Result<Self> {
-        Self::from_measurement(prior, Measurement::new(operator, y, noise)?, config)
-    }
+/// The DiffPIR posterior denoiser: [`DiffPirGuidance`] (its equations and costs) in the [`Guided`] shell.
+pub type DiffPir<'a> = Guided<'a, DiffPirGuidance>;
 
-    /// DiffPIR conditioned on an [`Observation`].
-    ///
-    /// # Errors
-    /// As [`DiffPir::new`].
-    pub fn from_observation(
-        prior: &'a dyn Denoiser,
-        obs: &'a Observation,
-        config: DiffPirConfig,
-    ) -> Result<Self> {
-        Self::from_measurement(prior, Measurement::from_observation(obs), config)
-    }
+impl Guidance for DiffPirGuidance {
+    type Config = DiffPirConfig;
 
-    /// DiffPIR conditioned on a [`Measurement`].
-    ///
-    /// # Errors
-    /// As [`DiffPir::new`].
-    pub fn from_measurement(
-        prior: &'a dyn Denoiser,
-        measurement: Measurement<'a>,
-        config: DiffPirConfig,
-    ) -> Result<Self> {
+    const NAME: &'static str = "DiffPir";
+
+    fn build(config: DiffPirConfig, measurement: &Measurement<'_>) -> Result<Self> {
         if !(config.lambda.is_finite() && config.lambda > 0.0) {
             return Err(SamplingError::config(
                 "DiffPirConfig.lambda",
@@ -91,64 +63,26 @@ impl<'a> DiffPir<'a> {
         }
         config.solver.validate("DiffPirConfig.solver")?;
         measurement.require_positive_noise("DiffPir noise")?;
-        Ok(Self { prior, measurement, config, stats: StatsCell::default() })
+        Ok(Self { config })
     }
 
-    /// Costs counted so far.
-    pub fn stats(&self) -> GuidanceStats {
-        self.stats.get()
+    fn config(&self) -> &DiffPirConfig {
+        &self.config
     }
 
-    /// Resets the counters.
-    pub fn reset_stats(&self) {
-        self.stats.reset();
-    }
-
-    /// The proximal estimate `x̂ + δ` (see the type's docs). The result is detached.
-    ///
-    /// # Errors
-    /// [`SamplingError::Shape`] when `x_t` does not match the observations; [`SamplingError::Linalg`] when the
-    /// solve fails.
-    pub fn try_denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Result<Tensor> {
-        self.measurement.check_input("DiffPir::denoise", x_t)?;
-        self.stats.update(|s| {
-            s.calls += 1;
-            s.forwards += 1;
-        });
+    /// The proximal estimate `x̂ + δ` (see the type's docs).
+    fn estimate(&self, call: &GuidanceCall<'_>, x_t: &Tensor, sigma: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let x_hat = self.prior.denoise(&x_t.detach(), sigma).detach();
-        let op = self.measurement.operator();
-        let noise = self.measurement.noise();
+        let x_hat = call.denoise(x_t, sigma);
+        let measurement = call.measurement();
+        let op = measurement.operator();
+        let noise = measurement.noise();
         let rho = sigma_sq_like(sigma, &x_hat) / self.config.lambda;
-        let r = self.measurement.y_like(&x_hat) - op.apply(&x_hat);
+        let r = measurement.y_like(&x_hat) - op.apply(&x_hat);
         let rhs = op.adjoint(&noise.solve(&r)) * &rho;
         let k = |d: &Tensor| d + op.adjoint(&noise.solve(&op.apply(d))) * &rho;
         let (delta, applications) = self.config.solver.solve(k, &rhs)?;
-        self.stats.update(|s| s.solver_applications += applications);
+        call.count(|s| s.solver_applications += applications);
         Ok(x_hat + delta)
-    }
-}
-
-impl Denoiser for DiffPir<'_> {
-    /// [`DiffPir::try_denoise`].
-    ///
-    /// # Panics
-    /// When [`DiffPir::try_denoise`] fails.
-    fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
-        self.try_denoise(x_t, sigma).unwrap_or_else(|e| panic!("DiffPir: {e}"))
-    }
-
-    fn prior_mean(&self) -> Option<&Tensor> {
-        self.prior.prior_mean()
-    }
-}
-
-impl std::fmt::Debug for DiffPir<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiffPir")
-            .field("measurement", &self.measurement)
-            .field("config", &self.config)
-            .field("stats", &self.stats.get())
-            .finish_non_exhaustive()
     }
 }

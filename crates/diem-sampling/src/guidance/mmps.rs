@@ -1,13 +1,12 @@
 //! MMPS: moment matching posterior sampling (SPEC.md §5.1; paper §4.2, eqs. 18–24).
 
 use diem_linalg::Safeguard;
-use diem_models::Denoiser;
-use diem_operators::{LinearOperator, NoiseCov, Observation};
 use tch::{Kind, Tensor};
 
+use super::guided::{Guidance, GuidanceCall, Guided};
 use super::heuristic::CovHeuristic;
 use super::measurement::Measurement;
-use super::{forward_with_graph, sigma_sq_like, GuidanceStats, SolverConfig, StatsCell, Tape};
+use super::{sigma_sq_like, SolverConfig, Tape};
 use crate::error::Result;
 
 /// How [`Mmps`] solves its system, which covariance it uses, and its safeguards.
@@ -24,9 +23,9 @@ pub struct MmpsConfig {
     /// `Aᵀ p`; the step length `ρ/<p, K p>` is then meaningless (arbitrarily long as the curvature approaches
     /// 0). With `Some(h)`, such a step is taken under the heuristic covariance `V_h` of `h` instead, with its
     /// image `V_h Aᵀ p` (no VJP), and the system stops ([`diem_linalg::Safeguard`]); the events are counted in
-    /// [`GuidanceStats::fallbacks`]. `None`: plain CG, which rejects only non-positive curvature and then
-    /// gives that sample no further guidance in the call. GMRES and BiCGSTAB ignore it; heuristic covariances
-    /// are positive semi-definite by construction and need none.
+    /// [`GuidanceStats::fallbacks`](super::GuidanceStats::fallbacks). `None`: plain CG, which rejects only
+    /// non-positive curvature and then gives that sample no further guidance in the call. GMRES and BiCGSTAB
+    /// ignore it; heuristic covariances are positive semi-definite by construction and need none.
     pub fallback: Option<CovHeuristic>,
     /// The observation-space safeguard of the Tweedie path: the largest factor γ ≥ 1 by which a correction
     /// may increase the data misfit `||y − A x||_{Σ_y⁻¹}` of the prior's estimate (default: `Some(3.0)`;
@@ -38,9 +37,9 @@ pub struct MmpsConfig {
     /// by up to the square root of the system's condition number even then, and later steps correct it: γ = 3
     /// leaves every MMPS draw of the exact-mixture sweep unchanged, while the steps that sent E-step samples of
     /// the manifold experiment to |x| ~ 1e5 raised the misfit 1e2–1e6-fold. Shortened samples are counted in
-    /// [`GuidanceStats::damped`]. Heuristic covariances keep their corrections as defined (paper §4.2's
-    /// ablation), except `zeros` (`V = 0`), whose correction overshoots the observation by about
-    /// `||A V Aᵀ|| / σ_y²` and is therefore scaled to the best fit along its direction,
+    /// [`GuidanceStats::damped`](super::GuidanceStats::damped). Heuristic covariances keep their corrections as
+    /// defined (paper §4.2's ablation), except `zeros` (`V = 0`), whose correction overshoots the observation
+    /// by about `||A V Aᵀ|| / σ_y²` and is therefore scaled to the best fit along its direction,
     /// `t = clamp(<r, A Δ> / ||A Δ||², 0, 1)` (`Σ_y⁻¹` inner products), whenever damping is on.
     pub damping: Option<f64>,
 }
@@ -107,7 +106,7 @@ impl MmpsConfig {
     }
 }
 
-/// The MMPS posterior denoiser (SPEC.md §5.1). One call at `(x_t, σ_t)`, per sample `b`:
+/// The MMPS rule of [`Mmps`] (SPEC.md §5.1). One call at `(x_t, σ_t)`, per sample `b`:
 ///
 /// ```text
 /// x̂ = d_θ(x_t, σ_t)                       (forward with autograd; the graph is kept for the VJPs)
@@ -138,9 +137,24 @@ impl MmpsConfig {
 /// With the exact [`GaussianDenoiser`](diem_models::GaussianDenoiser) and a converged solve (or the `cov_x`
 /// heuristic of the same Σ_x) the output is the exact `E[x | x_t, y]` (SPEC.md §12.1 item 6).
 ///
+/// Building it fails with [`SamplingError::Config`](crate::SamplingError::Config) for a zero iteration count or
+/// a bad tolerance, a damping bound below 1, or the `zeros` heuristic with a zero noise deviation, and with
+/// [`SamplingError::Shape`](crate::SamplingError::Shape) for a `cov_x` matrix of the wrong size.
+///
 /// # References
 /// Rozet, Andry, Lanusse, Louppe, "Learning Diffusion Priors from Observations by Expectation Maximization",
 /// NeurIPS 2024, arXiv:2405.13712.
+#[derive(Clone, Debug)]
+pub struct MmpsGuidance {
+    config: MmpsConfig,
+    /// Whether every noise deviation is positive (the damping's inner products are then `Σ_y⁻¹`-weighted).
+    whitened: bool,
+}
+
+/// The MMPS posterior denoiser: [`MmpsGuidance`] (its equations, safeguards and costs) in the [`Guided`]
+/// shell, which gives it the constructors [`Mmps::new`](Guided::new),
+/// [`Mmps::from_observation`](Guided::from_observation) and
+/// [`Mmps::from_measurement`](Guided::from_measurement) and the counters [`Mmps::stats`](Guided::stats).
 ///
 /// ```
 /// use diem_linalg::Dplr;
@@ -163,55 +177,14 @@ impl MmpsConfig {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Mmps<'a> {
-    prior: &'a dyn Denoiser,
-    measurement: Measurement<'a>,
-    config: MmpsConfig,
-    stats: StatsCell,
-    /// Whether every noise deviation is positive (the damping's inner products are then `Σ_y⁻¹`-weighted).
-    whitened: bool,
-}
+pub type Mmps<'a> = Guided<'a, MmpsGuidance>;
 
-impl<'a> Mmps<'a> {
-    /// MMPS for the prior denoiser `prior` and the observations `y = A x + ε` with `A = operator` and
-    /// `ε ~ N(0, noise)`.
-    ///
-    /// # Errors
-    /// As [`Measurement::new`]; [`SamplingError::Config`](crate::SamplingError::Config) for a zero iteration
-    /// count or a bad tolerance, a damping bound below 1, or for the `zeros` heuristic with a zero noise
-    /// deviation;
-    /// [`SamplingError::Shape`](crate::SamplingError::Shape) for a `cov_x` matrix of the wrong size.
-    pub fn new(
-        prior: &'a dyn Denoiser,
-        operator: &'a dyn LinearOperator,
-        y: &Tensor,
-        noise: NoiseCov,
-        config: MmpsConfig,
-    ) -> Result<Self> {
-        Self::from_measurement(prior, Measurement::new(operator, y, noise)?, config)
-    }
+impl Guidance for MmpsGuidance {
+    type Config = MmpsConfig;
 
-    /// MMPS conditioned on an [`Observation`].
-    ///
-    /// # Errors
-    /// As [`Mmps::new`].
-    pub fn from_observation(
-        prior: &'a dyn Denoiser,
-        obs: &'a Observation,
-        config: MmpsConfig,
-    ) -> Result<Self> {
-        Self::from_measurement(prior, Measurement::from_observation(obs), config)
-    }
+    const NAME: &'static str = "Mmps";
 
-    /// MMPS conditioned on a [`Measurement`].
-    ///
-    /// # Errors
-    /// As [`Mmps::new`].
-    pub fn from_measurement(
-        prior: &'a dyn Denoiser,
-        measurement: Measurement<'a>,
-        config: MmpsConfig,
-    ) -> Result<Self> {
+    fn build(config: MmpsConfig, measurement: &Measurement<'_>) -> Result<Self> {
         if let Some(h) = &config.fallback {
             h.validate(measurement.operator().x_numel())?;
         }
@@ -234,49 +207,24 @@ impl<'a> Mmps<'a> {
             None => config.solver.validate("MmpsConfig.solver")?,
         }
         let whitened = measurement.require_positive_noise("MmpsConfig.damping").is_ok();
-        Ok(Self { prior, measurement, config, stats: StatsCell::default(), whitened })
+        Ok(Self { config, whitened })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &MmpsConfig {
+    fn config(&self) -> &MmpsConfig {
         &self.config
     }
 
-    /// The measurement conditioned on.
-    pub fn measurement(&self) -> &Measurement<'a> {
-        &self.measurement
-    }
-
-    /// Costs counted so far.
-    pub fn stats(&self) -> GuidanceStats {
-        self.stats.get()
-    }
-
-    /// Resets the counters.
-    pub fn reset_stats(&self) {
-        self.stats.reset();
-    }
-
-    /// `E[x | x_t, y]` by MMPS for `x_t : [N, ..x_shape]` and `σ : [N]` or `[]`. The result is detached.
-    ///
-    /// # Errors
-    /// [`SamplingError::Shape`](crate::SamplingError::Shape) when `x_t` does not match the observations;
-    /// [`SamplingError::Torch`](crate::SamplingError::Torch) when autograd cannot differentiate the prior;
-    /// [`SamplingError::Linalg`](crate::SamplingError::Linalg) when the solve fails.
-    pub fn try_denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Result<Tensor> {
-        self.measurement.check_input("Mmps::denoise", x_t)?;
-        self.stats.update(|s| {
-            s.calls += 1;
-            s.forwards += 1;
-        });
+    /// The MMPS estimate (see the type's docs).
+    fn estimate(&self, call: &GuidanceCall<'_>, x_t: &Tensor, sigma: &Tensor) -> Result<Tensor> {
         tch::with_grad(|| {
-            let (x, x_hat) = forward_with_graph(self.prior, x_t, sigma);
-            let tape = Tape::new(&x_hat, &x, &self.stats);
-            let op = self.measurement.operator();
-            let noise = self.measurement.noise();
+            let (x, x_hat) = call.forward_with_graph(x_t, sigma);
+            let tape = Tape::new(&x_hat, &x, call.stats);
+            let measurement = call.measurement();
+            let op = measurement.operator();
+            let noise = measurement.noise();
             let sigma_sq = sigma_sq_like(sigma, &x);
             let x_hat_d = x_hat.detach();
-            let r = self.measurement.y_like(&x_hat_d) - op.apply(&x_hat_d);
+            let r = measurement.y_like(&x_hat_d) - op.apply(&x_hat_d);
             let correction = match &self.config.heuristic {
                 Some(CovHeuristic::Zeros) => tape.vjp(&op.adjoint(&noise.solve(&r)), false) * &sigma_sq,
                 // Tweedie: each application computes w = σ² Jᵀ Aᵀ u, and σ² Jᵀ Aᵀ v is the same combination of
@@ -304,10 +252,10 @@ impl<'a> Mmps<'a> {
                         None => Safeguard::default(),
                     };
                     let (image, applications, fallbacks) = self.config.solver.solve_guarded(k, &guard, &r)?;
-                    self.stats.update(|s| s.solver_applications += applications);
+                    call.count(|s| s.solver_applications += applications);
                     tape.check()?;
                     if self.config.fallback.is_some() {
-                        self.stats.add_events(&fallbacks, &fallbacks.zeros_like());
+                        call.stats.add_events(&fallbacks, &fallbacks.zeros_like());
                     }
                     image.unwrap_or_else(|| x_hat_d.zeros_like())
                 }
@@ -321,7 +269,7 @@ impl<'a> Mmps<'a> {
                         noise.mul(u) + op.apply(&vw)
                     };
                     let (v, applications) = self.config.solver.solve(k, &r)?;
-                    self.stats.update(|s| s.solver_applications += applications);
+                    call.count(|s| s.solver_applications += applications);
                     tape.check()?;
                     tape.vjp(&op.adjoint(&v), false) * &sigma_sq
                 }
@@ -332,22 +280,24 @@ impl<'a> Mmps<'a> {
             // (1e4 at σ_y = 0.01: the samples diverge to NaN): with the safeguards on, it takes the step length
             // that fits the observation best along its direction.
             let correction = match (self.config.damping, &self.config.heuristic) {
-                (Some(gamma), None) => self.damp(&r, correction, gamma),
-                (Some(_), Some(CovHeuristic::Zeros)) => self.damp(&r, correction, 0.0),
+                (Some(gamma), None) => self.damp(call, &r, correction, gamma),
+                (Some(_), Some(CovHeuristic::Zeros)) => self.damp(call, &r, correction, 0.0),
                 _ => correction,
             };
             Ok((x_hat_d + correction).detach())
         })
     }
+}
 
+impl MmpsGuidance {
     /// The observation-space safeguard: `t Δ` with the largest `t ∈ [0, 1]` such that
     /// `||r − t A Δ|| ≤ γ ||r||` per sample, i.e. `t = min(1, (<r, a> + √(<r, a>² + (γ² − 1) ||r||² ||a||²)) / ||a||²)`
     /// with `a = A Δ` (`max(0, 2 <r, a> / ||a||²)` for γ = 1), norms weighted by `Σ_y⁻¹` (Euclidean when a
     /// noise deviation is zero); `t = 1` where `A Δ = 0`. `γ = 0` asks for the best fit along `Δ` instead:
     /// `t = clamp(<r, a> / ||a||², 0, 1)`. Counts the samples with `t < 1`.
-    fn damp(&self, r: &Tensor, correction: Tensor, gamma: f64) -> Tensor {
-        let op = self.measurement.operator();
-        let noise = self.measurement.noise();
+    fn damp(&self, call: &GuidanceCall<'_>, r: &Tensor, correction: Tensor, gamma: f64) -> Tensor {
+        let op = call.measurement().operator();
+        let noise = call.measurement().noise();
         let n = r.size()[0];
         let weight = |v: &Tensor| if self.whitened { noise.solve(v) } else { v.shallow_clone() };
         let dot =
@@ -363,34 +313,10 @@ impl<'a> Mmps<'a> {
         };
         let t = t.where_self(&aa.gt(0.0).logical_and(&t.isfinite()), &t.ones_like());
         let damped = t.lt(1.0).sum(Kind::Int64);
-        self.stats.add_events(&damped.zeros_like(), &damped);
+        call.stats.add_events(&damped.zeros_like(), &damped);
         let mut shape = vec![n];
         shape.extend(std::iter::repeat_n(1, correction.dim() - 1));
         let kind = correction.kind();
         correction * t.to_kind(kind).reshape(shape)
-    }
-}
-
-impl Denoiser for Mmps<'_> {
-    /// [`Mmps::try_denoise`].
-    ///
-    /// # Panics
-    /// When [`Mmps::try_denoise`] fails (a broken contract: wrong batch, non-differentiable prior).
-    fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
-        self.try_denoise(x_t, sigma).unwrap_or_else(|e| panic!("Mmps: {e}"))
-    }
-
-    fn prior_mean(&self) -> Option<&Tensor> {
-        self.prior.prior_mean()
-    }
-}
-
-impl std::fmt::Debug for Mmps<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mmps")
-            .field("measurement", &self.measurement)
-            .field("config", &self.config)
-            .field("stats", &self.stats.get())
-            .finish_non_exhaustive()
     }
 }

@@ -6,8 +6,12 @@
 //!
 //! Methods that only correct the denoised mean are [`Denoiser`](diem_models::Denoiser) wrappers, usable by
 //! any [`Sampler`](crate::Sampler): [`Mmps`] (with the covariance heuristics of [`CovHeuristic`]), [`Pgdm`],
-//! [`Tmpd`] and [`DiffPir`]. [`Dps`] changes the transition (a gradient step after the unguided DDPM step) and
-//! is therefore a [`Sampler`](crate::Sampler).
+//! [`Tmpd`] and [`DiffPir`]. They are one shell, [`Guided`] (the prior, the [`Measurement`], the counters, the
+//! constructors and the [`Denoiser`](diem_models::Denoiser) impl), around one rule each, a [`Guidance`]:
+//! [`MmpsGuidance`], [`PgdmGuidance`], [`TmpdGuidance`], [`DiffPirGuidance`]; `Mmps<'a>` is
+//! `Guided<'a, MmpsGuidance>`, and a new rule (another covariance approximation, say) is one more
+//! implementation of [`Guidance`]. [`Dps`] changes the transition (a gradient step after the unguided DDPM
+//! step) and is therefore a [`Sampler`](crate::Sampler).
 //!
 //! Every wrapper counts its network forwards and vector-Jacobian products ([`GuidanceStats`]) so the costs of
 //! SPEC.md §5.8 can be asserted:
@@ -28,6 +32,7 @@
 
 pub mod diffpir;
 pub mod dps;
+pub mod guided;
 pub mod heuristic;
 pub mod measurement;
 pub mod mmps;
@@ -41,13 +46,14 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Result, SamplingError};
 
-pub use diffpir::{DiffPir, DiffPirConfig};
+pub use diffpir::{DiffPir, DiffPirConfig, DiffPirGuidance};
 pub use dps::Dps;
+pub use guided::{Guidance, GuidanceCall, Guided};
 pub use heuristic::CovHeuristic;
 pub use measurement::Measurement;
-pub use mmps::{Mmps, MmpsConfig};
-pub use pgdm::{Pgdm, PgdmConfig};
-pub use tmpd::{Tmpd, TmpdConfig};
+pub use mmps::{Mmps, MmpsConfig, MmpsGuidance};
+pub use pgdm::{Pgdm, PgdmConfig, PgdmGuidance};
+pub use tmpd::{Tmpd, TmpdConfig, TmpdGuidance};
 
 /// The Krylov solve inside a guidance step (SPEC.md §6): method, iteration budget, optional tolerance and the
 /// batch reduction. Systems start from `v_0 = 0` without an operator call (SPEC.md §12.2).
@@ -147,7 +153,7 @@ impl SolverConfig {
 }
 
 /// Costs and solver events counted by a guidance wrapper since its creation or the last
-/// [`reset`](Mmps::reset_stats).
+/// [`reset`](Guided::reset_stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuidanceStats {
     /// Calls of the wrapper (`denoise` for the denoisers, `step` for [`Dps`], whose final denoise is a plain

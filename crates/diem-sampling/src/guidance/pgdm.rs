@@ -1,13 +1,12 @@
 //! GDM / PiGDM in VE form (SPEC.md §5.4).
 
-use diem_models::Denoiser;
-use diem_operators::{LinearOperator, NoiseCov, Observation};
 use tch::Tensor;
 
+use super::guided::{Guidance, GuidanceCall, Guided};
 use super::heuristic::CovHeuristic;
 use super::measurement::Measurement;
-use super::mmps::{Mmps, MmpsConfig};
-use super::{GuidanceStats, SolverConfig};
+use super::mmps::{MmpsConfig, MmpsGuidance};
+use super::SolverConfig;
 use crate::error::Result;
 
 /// [`Pgdm`]'s settings.
@@ -23,7 +22,8 @@ impl Default for PgdmConfig {
     }
 }
 
-/// Pseudo-inverse guided diffusion (GDM / PiGDM) with the Σ_y-aware system, in VE units (SPEC.md §5.4):
+/// The rule of [`Pgdm`]: pseudo-inverse guided diffusion (GDM / PiGDM) with the Σ_y-aware system, in VE units
+/// (SPEC.md §5.4):
 ///
 /// ```text
 /// r_t² = σ_t² / (1 + σ_t²)                         (VP: 1 − ᾱ_t; the `ones` heuristic)
@@ -36,82 +36,37 @@ impl Default for PgdmConfig {
 /// `sqrt(ᾱ_s ᾱ_t) r_t² Jᵀ Aᵀ v` after the step (a RED-diff weight with no VE counterpart); that VP form is not
 /// implemented. Cost: 1 forward, 1 VJP.
 ///
+/// Building it fails as [`MmpsGuidance`]'s does with the same solver (a zero iteration count or a bad
+/// tolerance).
+///
 /// # References
 /// Song, Vahdat, Mardani, Kautz, "Pseudoinverse-Guided Diffusion Models for Inverse Problems", ICLR 2023.
-#[derive(Debug)]
-pub struct Pgdm<'a> {
-    inner: Mmps<'a>,
+#[derive(Clone, Debug)]
+pub struct PgdmGuidance {
+    config: PgdmConfig,
+    /// MMPS with the `ones` heuristic and this solver.
+    inner: MmpsGuidance,
 }
 
-impl<'a> Pgdm<'a> {
-    /// PiGDM for `prior` and `y = A x + ε`, `ε ~ N(0, noise)`.
-    ///
-    /// # Errors
-    /// As [`Mmps::new`].
-    pub fn new(
-        prior: &'a dyn Denoiser,
-        operator: &'a dyn LinearOperator,
-        y: &Tensor,
-        noise: NoiseCov,
-        config: PgdmConfig,
-    ) -> Result<Self> {
-        Self::from_measurement(prior, Measurement::new(operator, y, noise)?, config)
-    }
+/// The PiGDM posterior denoiser: [`PgdmGuidance`] (its equations and costs) in the [`Guided`] shell.
+pub type Pgdm<'a> = Guided<'a, PgdmGuidance>;
 
-    /// PiGDM conditioned on an [`Observation`].
-    ///
-    /// # Errors
-    /// As [`Mmps::new`].
-    pub fn from_observation(
-        prior: &'a dyn Denoiser,
-        obs: &'a Observation,
-        config: PgdmConfig,
-    ) -> Result<Self> {
-        Self::from_measurement(prior, Measurement::from_observation(obs), config)
-    }
+impl Guidance for PgdmGuidance {
+    type Config = PgdmConfig;
 
-    /// PiGDM conditioned on a [`Measurement`].
-    ///
-    /// # Errors
-    /// As [`Mmps::new`].
-    pub fn from_measurement(
-        prior: &'a dyn Denoiser,
-        measurement: Measurement<'a>,
-        config: PgdmConfig,
-    ) -> Result<Self> {
+    const NAME: &'static str = "Pgdm";
+
+    fn build(config: PgdmConfig, measurement: &Measurement<'_>) -> Result<Self> {
         let mmps = MmpsConfig::new(config.solver).with_heuristic(CovHeuristic::Ones);
-        Ok(Self { inner: Mmps::from_measurement(prior, measurement, mmps)? })
+        Ok(Self { config, inner: MmpsGuidance::build(mmps, measurement)? })
     }
 
-    /// Costs counted so far.
-    pub fn stats(&self) -> GuidanceStats {
-        self.inner.stats()
+    fn config(&self) -> &PgdmConfig {
+        &self.config
     }
 
-    /// Resets the counters.
-    pub fn reset_stats(&self) {
-        self.inner.reset_stats();
-    }
-
-    /// The posterior mean estimate (see the type's docs). The result is detached.
-    ///
-    /// # Errors
-    /// As [`Mmps::try_denoise`].
-    pub fn try_denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Result<Tensor> {
-        self.inner.try_denoise(x_t, sigma)
-    }
-}
-
-impl Denoiser for Pgdm<'_> {
-    /// [`Pgdm::try_denoise`].
-    ///
-    /// # Panics
-    /// When [`Pgdm::try_denoise`] fails.
-    fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
-        self.try_denoise(x_t, sigma).unwrap_or_else(|e| panic!("Pgdm: {e}"))
-    }
-
-    fn prior_mean(&self) -> Option<&Tensor> {
-        self.inner.prior_mean()
+    /// The PiGDM estimate: MMPS's with the `ones` heuristic (see the type's docs).
+    fn estimate(&self, call: &GuidanceCall<'_>, x_t: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        self.inner.estimate(call, x_t, sigma)
     }
 }
