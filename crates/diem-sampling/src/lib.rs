@@ -92,8 +92,9 @@ pub mod tds;
 pub use counting::CountingDenoiser;
 pub use error::{Error, Result, SamplingError};
 pub use guidance::{
-    CovHeuristic, DiffPir, DiffPirConfig, Dps, GuidanceStats, Measurement, Mmps, MmpsConfig, Pgdm,
-    PgdmConfig, SolverConfig, Tmpd, TmpdConfig,
+    CovHeuristic, DiffPir, DiffPirConfig, DiffPirGuidance, Dps, Guidance, GuidanceCall, GuidanceStats,
+    Guided, Measurement, Mmps, MmpsConfig, MmpsGuidance, Pgdm, PgdmConfig, PgdmGuidance, SolverConfig, Tmpd,
+    TmpdConfig, TmpdGuidance,
 };
 pub use posterior::{GuidanceConfig, Posterior};
 pub use rng::NoiseRng;
