@@ -33,7 +33,9 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use diem_dist::{Communicator, Single};
-use diem_models::{Ema, ModelFactory, PriorModel, ProgressObserver, TerminalProgress, TrainReport};
+use diem_models::{
+    Ema, ModelFactory, PriorModel, ProgressObserver, ProgressTask, TerminalProgress, TrainReport,
+};
 use diem_operators::Observation;
 use diem_sampling::GuidanceStats;
 use tch::{Device, Tensor};
@@ -310,8 +312,8 @@ impl EmLoop {
     /// Any error of the steps or the store.
     pub fn run_with(&mut self, store: &mut dyn RunStore, laps: usize) -> Result<()> {
         let laps = laps.min(self.config.laps);
-        let progress = self.progress.clone();
-        progress.start("laps", laps as u64);
+        let observer = self.progress.clone();
+        let progress = ProgressTask::start(&*observer, "laps", laps as u64);
         progress.advance(self.state.completed_laps as u64);
         if !self.state.gaussian_done {
             progress.message("Gaussian EM");

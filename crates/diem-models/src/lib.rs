@@ -63,7 +63,7 @@ pub use gaussian::GaussianDenoiser;
 pub use mixture::MixtureDenoiser;
 pub use mlp::{Mlp, MlpConfig};
 pub use network::{CustomNetwork, ModelFactory, Network, NetworkConfig, PriorDenoiser, PriorModel};
-pub use progress::{NoProgress, ProgressObserver, TerminalProgress};
+pub use progress::{NoProgress, ProgressObserver, ProgressTask, TerminalProgress};
 pub use randman::{frequency_count, normalize_features, Randman, RandmanConfig};
 pub use schedule::{Schedule, VeSchedule};
 pub use train::{

@@ -60,9 +60,53 @@ pub trait ProgressObserver {
     fn message(&self, _message: &str) {}
     /// The current task is done.
     fn finish(&self);
+
+    /// The current task stops unfinished (an error ended it); by default the same as
+    /// [`ProgressObserver::finish`].
+    fn abandon(&self) {
+        self.finish();
+    }
 }
 
-impl std::fmt::Debug for dyn ProgressObserver {
+/// A task of a [`ProgressObserver`] that ends when dropped: [`ProgressTask::finish`] on success, otherwise
+/// (an early return with an error) [`ProgressObserver::abandon`]. Derefs to the observer, to advance it.
+#[derive(Debug)]
+pub struct ProgressTask<'a> {
+    observer: &'a dyn ProgressObserver,
+    done: bool,
+}
+
+impl<'a> ProgressTask<'a> {
+    /// Starts a task named `label` of `total` steps on `observer`.
+    pub fn start(observer: &'a dyn ProgressObserver, label: &str, total: u64) -> Self {
+        observer.start(label, total);
+        Self { observer, done: false }
+    }
+
+    /// Ends the task as done.
+    pub fn finish(mut self) {
+        self.done = true;
+        self.observer.finish();
+    }
+}
+
+impl<'a> std::ops::Deref for ProgressTask<'a> {
+    type Target = dyn ProgressObserver + 'a;
+
+    fn deref(&self) -> &Self::Target {
+        self.observer
+    }
+}
+
+impl Drop for ProgressTask<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.observer.abandon();
+        }
+    }
+}
+
+impl std::fmt::Debug for dyn ProgressObserver + '_ {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProgressObserver")
     }
@@ -124,6 +168,12 @@ impl ProgressObserver for TerminalProgress {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+    }
+
+    /// Drops the display unfinished: without a terminal it logs a last line tagged `stopped`.
+    fn abandon(&self) {
+        let bar = self.stack.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        drop(bar);
     }
 }
 
@@ -304,6 +354,45 @@ mod tests {
         assert_eq!(utc_from_unix(0), "1970-01-01 00:00:00Z");
         assert_eq!(utc_from_unix(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(utc_from_unix(1_796_083_200 + 3_661), "2026-12-01 01:01:01Z");
+    }
+
+    #[test]
+    fn a_task_dropped_early_is_abandoned_and_terminal_tasks_nest() {
+        #[derive(Default)]
+        struct Log(std::cell::RefCell<Vec<String>>);
+        impl ProgressObserver for Log {
+            fn start(&self, label: &str, total: u64) {
+                self.0.borrow_mut().push(format!("start {label} {total}"));
+            }
+            fn advance(&self, n: u64) {
+                self.0.borrow_mut().push(format!("advance {n}"));
+            }
+            fn finish(&self) {
+                self.0.borrow_mut().push("finish".into());
+            }
+            fn abandon(&self) {
+                self.0.borrow_mut().push("abandon".into());
+            }
+        }
+        let log = Log::default();
+        let task = ProgressTask::start(&log, "a", 2);
+        task.advance(2);
+        task.finish();
+        drop(ProgressTask::start(&log, "b", 1));
+        assert_eq!(log.0.borrow().as_slice(), ["start a 2", "advance 2", "finish", "start b 1", "abandon"]);
+
+        let terminal = TerminalProgress::new(false);
+        terminal.start("laps", 3);
+        terminal.start("lap 0: E-step chunks", 4);
+        terminal.advance(4);
+        let depth = || terminal.stack.lock().map(|s| s.len()).unwrap_or(usize::MAX);
+        assert_eq!(depth(), 2);
+        terminal.finish();
+        assert_eq!(depth(), 1);
+        terminal.abandon();
+        assert_eq!(depth(), 0);
+        terminal.finish();
+        assert_eq!(depth(), 0, "finishing with no task is harmless");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! trains on its own shard of the samples with averaged gradients; rank 0 gathers what is written and writes
 //! it, runs the observers and commits; every step ends with [`sync`], so a failure anywhere stops all ranks.
 
-use diem_models::{checkpoint, Denoiser, Ema, PriorModel, TrainReport};
+use diem_models::{checkpoint, Denoiser, Ema, PriorModel, ProgressTask, TrainReport};
 use diem_operators::Observation;
 use diem_sampling::GuidanceStats;
 use serde_json::{json, Map, Value};
@@ -37,8 +37,8 @@ impl EmLoop {
         let indices = g.pair_indices(self.observations.len());
         let chunks = chunk_count(indices.len() as i64, 1, g.chunk_size as i64);
         let mine = shard_chunks(chunks, self.comm.rank(), self.comm.size());
-        let bar = &*self.progress;
-        bar.start("Gaussian EM chunks", (mine.end - mine.start) * g.iterations as u64);
+        let total = (mine.end - mine.start) * g.iterations as u64;
+        let bar = ProgressTask::start(&*self.progress, "Gaussian EM chunks", total);
         // Only the pairs the fit uses go to the device (all of them when the data already live there); the
         // moved subset is then taken whole.
         let (moved, all_of_it);
@@ -55,7 +55,7 @@ impl EmLoop {
             g,
             self.config.schedule(),
             self.config.seed,
-            Some(bar),
+            Some(&*bar),
             &mut |_, _| Ok(()),
         )?;
         bar.finish();
@@ -115,8 +115,7 @@ impl EmLoop {
         let when = if lap == u64::MAX { "initial".to_string() } else { format!("lap {lap}:") };
         let what =
             if purpose == SeedPurpose::Validation { "validation E-step chunks" } else { "E-step chunks" };
-        let bar = &*self.progress;
-        bar.start(&format!("{when} {what}"), mine.end - mine.start);
+        let bar = ProgressTask::start(&*self.progress, &format!("{when} {what}"), mine.end - mine.start);
         let gaussian_f32 = GaussianPrior {
             mean: gaussian.mean.to_kind(Kind::Float),
             cov: gaussian.cov.to_kind(Kind::Float),
@@ -131,12 +130,12 @@ impl EmLoop {
         let shard = if purpose_lap_gaussian {
             let denoiser = gaussian_f32.denoiser()?;
             let mmps = cov_x_mmps(&gaussian_f32, &self.config.gaussian_estep_solver());
-            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps.into()), mine, Some(bar))?
+            posterior_shard(&denoiser, obs, sampler.as_ref(), &plan(mmps.into()), mine, Some(&*bar))?
         } else {
             let model = self.model.as_ref().ok_or_else(|| EmError::config("network", "no model"))?;
             let guidance = e.posterior.resolve(Some(&gaussian_f32.cov))?;
             let prior: &dyn Denoiser = model.denoiser();
-            posterior_shard(prior, obs, sampler.as_ref(), &plan(guidance), mine, Some(bar))?
+            posterior_shard(prior, obs, sampler.as_ref(), &plan(guidance), mine, Some(&*bar))?
         };
         bar.finish();
         Ok(shard)

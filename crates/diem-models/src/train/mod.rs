@@ -24,7 +24,7 @@ use tch::{Kind, Tensor};
 
 use crate::edm::{EdmDenoiser, NoiseConditionalNet};
 use crate::error::{Error, Result};
-use crate::progress::{ProgressObserver, TerminalProgress};
+use crate::progress::{ProgressObserver, ProgressTask, TerminalProgress};
 use crate::schedule::{Schedule, VeSchedule};
 
 /// Adam's hyper-parameters (SPEC.md §8).
@@ -552,7 +552,7 @@ impl Trainer {
             Some(p) => p.clone(),
             None => Rc::new(TerminalProgress::new(self.config.progress)),
         };
-        observer.start(&self.label, total as u64);
+        let task = ProgressTask::start(&*observer, &self.label, total as u64);
         let mut report = TrainReport::default();
         let mut window: Vec<(Tensor, Tensor)> = Vec::with_capacity(self.config.log_every);
         let flush = |window: &mut Vec<(Tensor, Tensor)>, step: usize, lr: f64, report: &mut TrainReport| {
@@ -580,15 +580,15 @@ impl Trainer {
             if window.len() == self.config.log_every || s + 1 == total {
                 flush(&mut window, s, lr, &mut report);
                 if let Some(r) = report.records.last() {
-                    observer.message(&format!("loss {:.4e}", r.loss));
+                    task.message(&format!("loss {:.4e}", r.loss));
                 }
             }
-            observer.advance(1);
+            task.advance(1);
             if every > 0 && ((s + 1) % every == 0 || s + 1 == total) {
                 hook(s + 1, self)?;
             }
         }
-        observer.finish();
+        task.finish();
         Ok(report)
     }
 }
