@@ -129,7 +129,9 @@ pub use estep::{
 };
 pub use gaussian::{cov_x_mmps, fit_gaussian, fit_gaussian_on, fit_gaussian_with, GaussianPrior};
 pub use io::{read_npy, write_npy, RunState};
-pub use mstep::{filter_samples, m_step, m_step_observed, m_step_parallel, m_step_validated, ValidationRecord};
+pub use mstep::{
+    filter_samples, m_step, m_step_observed, m_step_parallel, m_step_validated, ValidationRecord,
+};
 pub use observer::{LapContext, LapObserver};
 pub use run::{resolve_checkpoint, EmRun, RunDir, RunSummary};
 pub use seed::{derive_seed, SeedPurpose};
