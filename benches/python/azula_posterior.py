@@ -1,6 +1,6 @@
 """azula side of `cargo xtask bench posterior`.
 
-Builds the manifold MLP denoiser of SPEC.md §9a (EDM preconditioning, c_noise = ln σ, sine embedding with
+Builds the manifold MLP denoiser of docs/method.md §9a (EDM preconditioning, c_noise = ln σ, sine embedding with
 frequencies from 1 to 1e-4, Linear → SiLU → LayerNorm without affine ×3, output Linear) from the weights that
 diem exported, checks that it reproduces diem's probe outputs, then times one azula sampler on the same
 observations and prints one JSON line (same fields as diem's `BenchResult`).

@@ -1,11 +1,11 @@
-//! The Figure 2 study (SPEC.md §10): how well does each covariance choice's moment-matched likelihood
+//! The Figure 2 study (docs/method.md §10): how well does each covariance choice's moment-matched likelihood
 //! `q(y | x_t) = N(y | W E[x | x_t], Σ_y + W V W ᵀ)` reproduce the exact noisy posterior `p(x_t | y)`?
 //!
-//! For every seed and noise level σ_t (SPEC.md §10.4–10.5):
+//! For every seed and noise level σ_t (docs/method.md §10.4–10.5):
 //! 1. draw `x_t = x + σ_t z` for a pool of prior samples x, weight them by `q(y | x_t)` and resample
 //!    (multinomial, with replacement) `v`, the approximate noisy posterior;
-//! 2. draw `u1`, `u2` independently from the closed-form `p(x_t | y)` (SPEC.md §10.3);
-//! 3. report `S = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` with the Sinkhorn settings of SPEC.md §9a.
+//! 2. draw `u1`, `u2` independently from the closed-form `p(x_t | y)` (docs/method.md §10.3);
+//! 3. report `S = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` with the Sinkhorn settings of docs/method.md §9a.
 //!
 //! `OT_λ(u1, u2)` does not depend on V, so it is computed once per (seed, σ_t) and shared by the four
 //! choices; this equals [`Sinkhorn::two_sample_divergence`] called per choice.
@@ -19,7 +19,7 @@ use crate::error::{BenchError, Result};
 use crate::mixture::{MixtureConfig, MixtureProblem};
 use crate::random;
 
-/// The covariance V used inside the moment-matched likelihood (SPEC.md §10.4).
+/// The covariance V used inside the moment-matched likelihood (docs/method.md §10.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CovarianceChoice {
@@ -58,7 +58,7 @@ impl CovarianceChoice {
     }
 }
 
-/// The study's sizes (SPEC.md §10.1, §10.5). [`Figure2Config::full`] is the paper's; the [`Default`] is a
+/// The study's sizes (docs/method.md §10.1, §10.5). [`Figure2Config::full`] is the paper's; the [`Default`] is a
 /// reduced version that runs in minutes on a small CPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,13 +75,13 @@ pub struct Figure2Config {
     pub proposal_size: i64,
     /// Points per Sinkhorn sample set (16,384 in the paper).
     pub sinkhorn_points: i64,
-    /// Sinkhorn iteration cap (1024 in SPEC.md §9a).
+    /// Sinkhorn iteration cap (1024 in docs/method.md §9a).
     pub sinkhorn_max_iter: usize,
     /// Rows per chunk when evaluating the Tweedie covariance of the pool (bounds memory).
     pub chunk: i64,
 }
 
-/// The noise levels of SPEC.md §10.5.
+/// The noise levels of docs/method.md §10.5.
 pub const SIGMAS: [f64; 10] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 impl Default for Figure2Config {
@@ -144,7 +144,7 @@ impl Figure2Config {
         Ok(())
     }
 
-    /// The Sinkhorn solver of SPEC.md §9a with this configuration's iteration cap.
+    /// The Sinkhorn solver of docs/method.md §9a with this configuration's iteration cap.
     pub fn sinkhorn(&self) -> Sinkhorn {
         Sinkhorn { max_iter: self.sinkhorn_max_iter, ..Sinkhorn::default() }
     }
@@ -181,7 +181,7 @@ pub fn gaussian_log_density(r: &Tensor, s: &Tensor) -> Result<Tensor> {
 }
 
 /// The moment-matched log-likelihoods `ln q(y | x_t)` (constants dropped) of every row of `x_t: [R, n]` under
-/// the four covariance choices, in [`CovarianceChoice::ALL`] order (SPEC.md §10.4). `sigma_x` is the prior
+/// the four covariance choices, in [`CovarianceChoice::ALL`] order (docs/method.md §10.4). `sigma_x` is the prior
 /// pool's covariance `[n, n]` used by `cov_x`.
 ///
 /// # Errors

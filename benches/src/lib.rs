@@ -1,12 +1,12 @@
 //! Synthetic studies and comparison harnesses for diem.
 //!
-//! - [`mixture`]: the mixture-on-a-manifold posterior problem of SPEC.md §10 with its closed-form posterior.
-//! - [`figure2`]: the paper's Figure 2 study (SPEC.md §10.4–10.5), run by `cargo xtask figure2`.
+//! - [`mixture`]: the mixture-on-a-manifold posterior problem of docs/method.md §10 with its closed-form posterior.
+//! - [`figure2`]: the paper's Figure 2 study (docs/method.md §10.4–10.5), run by `cargo xtask figure2`.
 //! - [`sweep`]: beyond the paper, full posterior samplers (MMPS, DPS, TMPD, PiGDM, DiffPIR, heuristics)
 //!   against the exact posterior for d = 2..64, run by `cargo xtask sweep`.
 //! - [`posterior_bench`]: our side of `cargo xtask bench posterior` (speed and memory against azula; the azula
 //!   side is `benches/python/azula_posterior.py`).
-//! - [`inverse`]: the FFHQ-256 posterior-sampling benchmark of SPEC.md §9d (Table 4, the cost table of
+//! - [`inverse`]: the FFHQ-256 posterior-sampling benchmark of docs/method.md §9d (Table 4, the cost table of
 //!   §11.3), run by `cargo xtask posterior-bench` (binary `inverse_bench`).
 //! - [`stats`] and [`report`]: medians, quartiles, CSV files and log–log figures shared by the studies.
 //! - [`random`]: seeded host-side draws and multinomial resampling.

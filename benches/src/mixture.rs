@@ -1,4 +1,4 @@
-//! The synthetic posterior problem of SPEC.md §10: a mixture of isotropic Gaussians on a random 1-D manifold,
+//! The synthetic posterior problem of docs/method.md §10: a mixture of isotropic Gaussians on a random 1-D manifold,
 //! observed through one linear Gaussian measurement, with its exact (closed-form) posterior.
 //!
 //! ```text
@@ -18,7 +18,7 @@ use tch::{Kind, Tensor};
 use crate::error::{BenchError, Result};
 use crate::random;
 
-/// The shape of a mixture problem (SPEC.md §10.1, §10.3). [`Default`] is the reference configuration.
+/// The shape of a mixture problem (docs/method.md §10.1, §10.3). [`Default`] is the reference configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixtureConfig {
@@ -97,7 +97,7 @@ impl MixtureProblem {
         Ok(Self { config: config.clone(), centres, w, x_star, y })
     }
 
-    /// The analytic prior denoiser of SPEC.md §10.2.
+    /// The analytic prior denoiser of docs/method.md §10.2.
     ///
     /// # Errors
     /// As [`MixtureDenoiser::new`].
@@ -118,7 +118,7 @@ impl MixtureProblem {
         r.square().sum_dim_intlist(1, false, Kind::Double) / (-2.0 * self.config.sigma_y.powi(2))
     }
 
-    /// The closed-form posterior `p(x | y)` (SPEC.md §10.3).
+    /// The closed-form posterior `p(x | y)` (docs/method.md §10.3).
     pub fn posterior(&self) -> ExactPosterior {
         let (n, s2, sy2) = (self.config.ambient_dim, self.config.std.powi(2), self.config.sigma_y.powi(2));
         let eye = Tensor::eye(n, (Kind::Double, tch::Device::Cpu));
@@ -138,7 +138,7 @@ impl MixtureProblem {
     }
 }
 
-/// The exact posterior mixture `Σ_i π_i N(m_i^y, C_y)` and its noisy versions (SPEC.md §10.3).
+/// The exact posterior mixture `Σ_i π_i N(m_i^y, C_y)` and its noisy versions (docs/method.md §10.3).
 #[derive(Debug)]
 pub struct ExactPosterior {
     /// `ln π_i`, normalized, `[Kc]`.

@@ -1,5 +1,5 @@
 //! Our side of `cargo xtask bench posterior`: posterior sampling speed and memory with the manifold MLP
-//! (SPEC.md §9a: 5 features, hidden 256×3, 64 embedding features, EDM preconditioning, VE schedule
+//! (docs/method.md §9a: 5 features, hidden 256×3, 64 embedding features, EDM preconditioning, VE schedule
 //! `(1e-3, 1e1)`), random weights, N samples observed through their own `2 × 5` unit-row projections.
 //!
 //! The same weights, projections and observations are exported to one safetensors file so that the azula
@@ -58,7 +58,7 @@ impl BenchMethod {
     }
 }
 
-/// Observation noise σ_y of the benchmark problem (the manifold experiment's, SPEC.md §9a).
+/// Observation noise σ_y of the benchmark problem (the manifold experiment's, docs/method.md §9a).
 pub const SIGMA_Y: f64 = 0.01;
 /// The DPS step size ζ (azula's default).
 pub const ZETA: f64 = 1.0;
@@ -78,7 +78,7 @@ pub struct BenchProblem {
     pub probe_sigma: Tensor,
 }
 
-/// The network of SPEC.md §9a.
+/// The network of docs/method.md §9a.
 pub fn network() -> NetworkConfig {
     NetworkConfig::Mlp(MlpConfig::default())
 }
@@ -217,7 +217,7 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Runs `method` for `steps` steps on the problem and times it (SPEC.md §4.2–4.3, §5.1, §5.3).
+/// Runs `method` for `steps` steps on the problem and times it (docs/method.md §4.2–4.3, §5.1, §5.3).
 ///
 /// # Errors
 /// Sampling errors.

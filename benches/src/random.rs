@@ -31,7 +31,7 @@ pub fn uniform_indices(rng: &mut StdRng, n: i64, count: i64) -> Tensor {
 }
 
 /// Multinomial resampling with replacement: `count` indices drawn with probabilities `∝ exp(log_weights)`,
-/// `[count]` int64 (SPEC.md §10.3–10.4). The weights are shifted by their maximum before exponentiation.
+/// `[count]` int64 (docs/method.md §10.3–10.4). The weights are shifted by their maximum before exponentiation.
 ///
 /// # Errors
 /// [`BenchError::Weights`] when no weight is positive and finite.

@@ -1,4 +1,4 @@
-//! Beyond the paper: full posterior samplers against the exact mixture posterior (SPEC.md §10.3) as the
+//! Beyond the paper: full posterior samplers against the exact mixture posterior (docs/method.md §10.3) as the
 //! dimension grows. For each d, a mixture prior on a random 1-D manifold in d dimensions is observed through
 //! one `p × d` unit-row projection (p = d/2, at least 1); every method samples N posterior draws with the
 //! analytic [`MixtureDenoiser`](diem_models::MixtureDenoiser) as its prior, and the Sinkhorn divergence
@@ -8,7 +8,7 @@
 //! `mmps_cg*_unguarded`, without them.
 //!
 //! Base samplers: the denoiser-type methods (MMPS, heuristics, TMPD, PiGDM) run on DDIM; DPS is its own DDPM
-//! sampler and DiffPIR runs on DDPM, the η = 1 sampler SPEC.md §5.6 prescribes for it. The components are
+//! sampler and DiffPIR runs on DDPM, the η = 1 sampler docs/method.md §5.6 prescribes for it. The components are
 //! wider than Figure 2's (s = σ_y = 0.05 by default) so that a few dozen steps resolve the posterior.
 
 use diem_linalg::Dplr;

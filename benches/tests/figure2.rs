@@ -1,5 +1,5 @@
 //! The Figure 2 study's building blocks: the closed-form posterior against importance resampling
-//! (SPEC.md §10.3, §12.1 item 8) and the paper's headline ordering at an intermediate σ_t (SPEC.md §10.5).
+//! (docs/method.md §10.3, §12.1 item 8) and the paper's headline ordering at an intermediate σ_t (docs/method.md §10.5).
 
 use diem_benches::figure2::{gaussian_log_density, run_seed, CovarianceChoice, Figure2Config};
 use diem_benches::mixture::{MixtureConfig, MixtureProblem};
@@ -78,7 +78,7 @@ fn gaussian_log_density_matches_the_dense_formula() {
 
 #[test]
 fn tweedie_covariance_beats_the_heuristics_at_intermediate_noise() {
-    // SPEC.md §10.5: at σ_t = 0.2 the paper's figure shows orders of magnitude between the Tweedie covariance
+    // docs/method.md §10.5: at σ_t = 0.2 the paper's figure shows orders of magnitude between the Tweedie covariance
     // and the three heuristics. Small sizes, fixed seeds, medians over three seeds.
     let config = Figure2Config {
         sigmas: vec![0.2],
@@ -107,7 +107,7 @@ fn tweedie_covariance_beats_the_heuristics_at_intermediate_noise() {
 
 #[test]
 fn hessian_choice_is_the_autograd_tweedie_covariance() {
-    // SPEC.md §10.4 `hessian` = σ² I + σ⁴ ∇² ln p(x_t) = σ² J; the study uses the closed form of §10.2.
+    // docs/method.md §10.4 `hessian` = σ² I + σ⁴ ∇² ln p(x_t) = σ² J; the study uses the closed form of §10.2.
     let problem = MixtureProblem::generate(&MixtureConfig::default(), 2).unwrap();
     let denoiser = problem.denoiser().unwrap();
     let mut rng = random::stream(2, 3);

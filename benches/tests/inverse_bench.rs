@@ -1,5 +1,5 @@
-//! The posterior-sampling benchmark (SPEC.md §9d): task construction, the VP wrapper against a direct
-//! implementation of SPEC.md §4.6 (unguided, DPS, MMPS, GDM), per-step costs, a truth test with an exact
+//! The posterior-sampling benchmark (docs/method.md §9d): task construction, the VP wrapper against a direct
+//! implementation of docs/method.md §4.6 (unguided, DPS, MMPS, GDM), per-step costs, a truth test with an exact
 //! Gaussian prior, and a tiny end-to-end run of the `inverse_bench` binary.
 
 use std::path::{Path, PathBuf};
@@ -145,7 +145,7 @@ fn respaced_indices_and_table() {
 /// → the increment added to the VP state after the step.
 type Guide<'a> = dyn Fn(&Tensor, &Tensor, f64, f64, f64) -> Tensor + 'a;
 
-/// SPEC.md §4.6 written directly in VP units: DDIM η = 1 on the retained indices, start `N(0, I)`, no final
+/// docs/method.md §4.6 written directly in VP units: DDIM η = 1 on the retained indices, start `N(0, I)`, no final
 /// denoise, `guide` added after each step.
 fn direct_vp(
     net: &CModule,
@@ -207,7 +207,7 @@ fn vp_wrapper_reproduces_the_direct_vp_sampler() {
     let direct = direct_vp(&net, &table, steps, &shape, 3, &|x, _, _, _, _| x.zeros_like());
     assert!(max_abs(&x, &direct) < 1e-9, "unguided: {}", max_abs(&x, &direct));
 
-    // Guided: the harness's DPS, MMPS (1) and GDM against their VP definitions (SPEC.md §5.1, §5.3, §5.4).
+    // Guided: the harness's DPS, MMPS (1) and GDM against their VP definitions (docs/method.md §5.1, §5.3, §5.4).
     let truth = Tensor::rand([1, 3, 16, 16], (Kind::Double, Device::Cpu)) * 1.6 - 0.8;
     let obs: Observation = Task::Box.measure(&truth, 0).unwrap();
     let sy2 = Task::Box.sigma_y().powi(2);

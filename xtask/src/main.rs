@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
-    /// The manifold experiment (SPEC.md §9a): reduced CPU run by default, `--paper` or `--ref` for full scale.
+    /// The manifold experiment (docs/method.md §9a): reduced CPU run by default, `--paper` or `--ref` for full scale.
     ReproduceManifold(manifold::ReproduceArgs),
     /// The README's first command: the reduced manifold DiEM run (minutes on a CPU), written to runs/demo/.
     Demo(manifold::DemoArgs),
@@ -61,19 +61,19 @@ enum Cmd {
         #[command(subcommand)]
         target: BenchTarget,
     },
-    /// The paper's Figure 2 (SPEC.md §10) into runs/figure2/: reduced sizes, `--full` for the paper's.
+    /// The paper's Figure 2 (docs/method.md §10) into runs/figure2/: reduced sizes, `--full` for the paper's.
     Figure2(experiments::StudyArgs),
     /// Posterior samplers vs the exact mixture posterior for d = 2..64 (beyond the paper), into runs/sweep/.
     Sweep(experiments::StudyArgs),
-    /// Corrupted CIFAR-10 (SPEC.md §9b): read or download the binary distribution, write observation sets.
+    /// Corrupted CIFAR-10 (docs/method.md §9b): read or download the binary distribution, write observation sets.
     PrepareCifar(pipelines::Forwarded),
     /// Corrupted CIFAR-10 DiEM (`--rho 0.75 [--paper | --tiny] [--inception PATH]`), per-lap grids, FID/IS.
     ReproduceCifar(pipelines::Forwarded),
-    /// fastMRI knee single-coil (SPEC.md §9c): HDF5 slices 10–40, normalization, k-space observations.
+    /// fastMRI knee single-coil (docs/method.md §9c): HDF5 slices 10–40, normalization, k-space observations.
     PrepareFastmri(pipelines::Forwarded),
     /// Accelerated-MRI DiEM (`[--paper | --tiny]`): pixel-shuffle U-Net, MMPS CG 3, DDPM 64.
     ReproduceFastmri(pipelines::Forwarded),
-    /// The four-task posterior benchmark (SPEC.md §9d): `--prior DIR --images DIR`, Table 4 and cost table.
+    /// The four-task posterior benchmark (docs/method.md §9d): `--prior DIR --images DIR`, Table 4 and cost table.
     PosteriorBench(pipelines::Forwarded),
     /// Build and pack the CUDA test binaries, pipelines and benches for a GPU machine without cargo (.device/).
     GpuPack(gpu::PackArgs),

@@ -1,4 +1,4 @@
-//! The manifold experiment's commands (SPEC.md §9a): `reproduce-manifold`, `demo` and `bench em`.
+//! The manifold experiment's commands (docs/method.md §9a): `reproduce-manifold`, `demo` and `bench em`.
 //!
 //! Each one runs the `diem-manifold` binary (crate `diem-manifold`) in release mode through [`crate::cargo`], so
 //! xtask itself never links libtorch.

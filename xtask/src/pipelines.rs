@@ -1,4 +1,4 @@
-//! The image-scale pipelines of SPEC.md §9b–d: `prepare-cifar`, `reproduce-cifar`, `prepare-fastmri`,
+//! The image-scale pipelines of docs/method.md §9b–d: `prepare-cifar`, `reproduce-cifar`, `prepare-fastmri`,
 //! `reproduce-fastmri` and `posterior-bench`.
 //!
 //! Each command builds one binary of the workspace in release mode with the libtorch environment (so xtask

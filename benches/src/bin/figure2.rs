@@ -1,4 +1,4 @@
-//! The paper's Figure 2 (SPEC.md §10): Sinkhorn divergence between the moment-matched and the exact noisy
+//! The paper's Figure 2 (docs/method.md §10): Sinkhorn divergence between the moment-matched and the exact noisy
 //! posterior for four covariance choices, against σ_t. Usually run through `cargo xtask figure2`.
 //!
 //! Writes `config.json`, `figure2.csv` (every seed), `figure2-summary.csv` (median and quartiles) and

@@ -1,4 +1,4 @@
-//! The FFHQ-256 linear-inverse-problem benchmark (SPEC.md §9d, Table 4 and the cost table of §11.2–11.3).
+//! The FFHQ-256 linear-inverse-problem benchmark (docs/method.md §9d, Table 4 and the cost table of §11.2–11.3).
 //! Usually run through `cargo xtask posterior-bench ...`; see `diem_benches::inverse` for the inputs, the
 //! export of the DPS ADM prior and the output files.
 

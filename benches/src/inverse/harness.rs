@@ -1,4 +1,4 @@
-//! The benchmark loop: every task × steps × method × image batch, with metrics and costs (SPEC.md §9d,
+//! The benchmark loop: every task × steps × method × image batch, with metrics and costs (docs/method.md §9d,
 //! §11.2–11.3).
 
 use diem_metrics::{psnr, ssim, Lpips};
@@ -90,7 +90,7 @@ pub struct Outcome {
     pub grids: Vec<TaskGrid>,
 }
 
-/// `clip((x + 1)/2, 0, 1)` (SPEC.md §9d "Metrics").
+/// `clip((x + 1)/2, 0, 1)` (docs/method.md §9d "Metrics").
 pub fn to_unit(x: &Tensor) -> Tensor {
     ((x.to_kind(Kind::Double) + 1.0) / 2.0).clamp(0.0, 1.0)
 }

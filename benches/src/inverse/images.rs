@@ -1,4 +1,4 @@
-//! Test images of the benchmark (SPEC.md §9d "Protocol"): the first `count` PNG/JPEG files of a folder, sorted
+//! Test images of the benchmark (docs/method.md §9d "Protocol"): the first `count` PNG/JPEG files of a folder, sorted
 //! by name, centre-cropped to a square, resized to `size × size` RGB and mapped to `[−1, 1]`.
 
 use std::path::{Path, PathBuf};

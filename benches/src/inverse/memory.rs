@@ -1,4 +1,4 @@
-//! Peak memory of one method (SPEC.md §11.3), measured in a child process of the benchmark binary
+//! Peak memory of one method (docs/method.md §11.3), measured in a child process of the benchmark binary
 //! (`inverse_bench --single ...`) so that each method's peak is its own.
 //!
 //! tch exposes no CUDA allocator statistics, so the child reports:

@@ -1,19 +1,19 @@
-//! The posterior samplers of Table 4 with \[bench\]'s hyperparameters (SPEC.md §9d), on the η = 1 sampler of
-//! the prior's [`SamplingPlan`], and their per-step costs (SPEC.md §5.8, §11.3).
+//! The posterior samplers of Table 4 with the benchmark code's hyperparameters (docs/method.md §9d), on the η = 1 sampler of
+//! the prior's [`SamplingPlan`], and their per-step costs (docs/method.md §5.8, §11.3).
 //!
 //! | method | implementation | F / B per step |
 //! | --- | --- | --- |
 //! | `mmpsN` | [`Mmps`] with the Tweedie covariance, GMRES N iterations, as a denoiser under DDPM | 1 / N + 1 |
 //! | `dps` | [`ScaledDps`]: [`Dps::guidance`] with ζ = 0.5 after the DDPM step | 1 / 1 |
-//! | `pgdm` | VE prior: [`Pgdm`] (GMRES 5) under DDPM; VP prior: [`VpGdm`], \[bench\]'s `√(ᾱ_s ᾱ_t)` weight | 1 / 1 |
+//! | `pgdm` | VE prior: [`Pgdm`] (GMRES 5) under DDPM; VP prior: [`VpGdm`], the benchmark code's `√(ᾱ_s ᾱ_t)` weight | 1 / 1 |
 //! | `tmpd` | [`Tmpd`] (row sums, GMRES 5) under DDPM | 1 / 2 |
 //! | `diffpir` | [`DiffPir`] (λ = 8, GMRES 5) under DDPM | 1 / 0 |
 //!
-//! Mean-correcting methods (MMPS, TMPD, DiffPIR) put `x̂ + Δ` into the DDPM update, which is \[bench\]'s
+//! Mean-correcting methods (MMPS, TMPD, DiffPIR) put `x̂ + Δ` into the DDPM update, which is the benchmark code's
 //! `x_s' + c_t Δ` in VE units (see [`prior`](super::prior)). DPS and GDM add their step after the update; in VE
-//! units \[bench\]'s VP increments become `ζ √((1 + σ_t²)(1 + σ_s²)) Jᵀ Aᵀ r/||r||` (DPS) and
+//! units the benchmark code's VP increments become `ζ √((1 + σ_t²)(1 + σ_s²)) Jᵀ Aᵀ r/||r||` (DPS) and
 //! `σ_t²/(1 + σ_t²) Jᵀ Aᵀ v` (GDM), with `J` the Jacobian in VE units. With a VE prior, DPS is diem's [`Dps`]
-//! (weight 1) and GDM its VE analogue [`Pgdm`] (SPEC.md §5.4).
+//! (weight 1) and GDM its VE analogue [`Pgdm`] (docs/method.md §5.4).
 
 use std::cell::Cell;
 use std::time::Instant;
@@ -30,9 +30,9 @@ use tch::Tensor;
 use super::prior::{BenchPrior, SamplingPlan};
 use crate::error::{BenchError, Result};
 
-/// DPS step size ζ of the FFHQ runs (SPEC.md §5.3).
+/// DPS step size ζ of the FFHQ runs (docs/method.md §5.3).
 pub const DPS_ZETA: f64 = 0.5;
-/// GMRES iterations of GDM, TMPD and DiffPIR (SPEC.md §9d).
+/// GMRES iterations of GDM, TMPD and DiffPIR (docs/method.md §9d).
 pub const BASELINE_GMRES: usize = 5;
 
 /// A posterior sampler of Table 4.
@@ -104,7 +104,7 @@ impl Method {
         })
     }
 
-    /// Network VJPs per step (SPEC.md §5.8; MMPS takes its last product from the solve, so n rather than n + 1).
+    /// Network VJPs per step (docs/method.md §5.8; MMPS takes its last product from the solve, so n rather than n + 1).
     pub fn expected_vjps_per_step(self) -> usize {
         match self {
             Self::DiffPir => 0,
@@ -145,8 +145,8 @@ impl RunCost {
     }
 }
 
-/// DPS (SPEC.md §5.3) with a plan-dependent weight: `x_s = DDPM(x_t, x̂) + ζ w Jᵀ Aᵀ r/||r||₂`, with
-/// `w = √((1 + σ_t²)(1 + σ_s²))` for a VP prior (\[bench\]'s VP step in VE units) and `w = 1` for a VE prior
+/// DPS (docs/method.md §5.3) with a plan-dependent weight: `x_s = DDPM(x_t, x̂) + ζ w Jᵀ Aᵀ r/||r||₂`, with
+/// `w = √((1 + σ_t²)(1 + σ_s²))` for a VP prior (the benchmark code's VP step in VE units) and `w = 1` for a VE prior
 /// (then it is exactly diem's [`Dps`]).
 #[derive(Debug)]
 pub struct ScaledDps<'a> {
@@ -200,7 +200,7 @@ impl Sampler for ScaledDps<'_> {
     }
 }
 
-/// \[bench\]'s GDM step (SPEC.md §5.4) in VE units for a VP prior: with `r_t² = σ_t²/(1 + σ_t²)` (= 1 − ᾱ_t),
+/// The benchmark code's GDM step (docs/method.md §5.4) in VE units for a VP prior: with `r_t² = σ_t²/(1 + σ_t²)` (= 1 − ᾱ_t),
 ///
 /// ```text
 /// solve (Σ_y + r_t² A Aᵀ) v = y − A x̂        (GMRES, no network in K)

@@ -1,4 +1,4 @@
-//! The FFHQ-256 posterior-sampling benchmark of the paper's Appendix E (SPEC.md §9d, Table 4 in §11.2, the
+//! The FFHQ-256 posterior-sampling benchmark of the paper's Appendix E (docs/method.md §9d, Table 4 in §11.2, the
 //! cost table of §11.3): four linear inverse problems, seven posterior samplers, T ∈ {10, 100, 1000} steps,
 //! PSNR / SSIM / LPIPS over the first 100 FFHQ images. Run it with
 //!
@@ -15,12 +15,12 @@
 //!
 //! - `--prior DIR`, detected from its content ([`BenchPrior::load`]):
 //!   - a diem checkpoint (`config.json` + `weights.safetensors`, e.g. a lap folder of an EM run): a VE EDM
-//!     denoiser sampled with its own schedule (DDPM, T steps, final denoise, SPEC.md §4.1–4.2);
+//!     denoiser sampled with its own schedule (DDPM, T steps, final denoise, docs/method.md §4.1–4.2);
 //!   - a VP ε-network exported to TorchScript: `model.pt` with `forward(x [N,3,H,W], t [N] int64) → [N,C,H,W]`
 //!     (the first 3 channels are ε̂) and `prior.json`
 //!     `{"kind": "vp-eps", "beta_start": 1e-4, "beta_end": 0.02, "timesteps": 1000, "clip": true,
 //!     "out_channels": 6}`. It is wrapped as a VE denoiser ([`VpEpsDenoiser`]) and sampled on the respaced
-//!     grid of SPEC.md §4.6, which diem's DDPM reproduces exactly ([`prior`] explains why; a test checks it
+//!     grid of docs/method.md §4.6, which diem's DDPM reproduces exactly ([`prior`] explains why; a test checks it
 //!     against a direct implementation of §4.6).
 //! - `--images DIR`: the first `--count` PNG/JPEG files sorted by name (FFHQ `00000.png` …), centre-cropped and
 //!   resized to `--size` ([`images`]).
@@ -44,13 +44,13 @@
 //! - `results.csv`: one row per image × task × method × steps (PSNR, SSIM, LPIPS, seconds, costs);
 //! - `summary.json`: the configuration, the prior, per-cell means and standard deviations, the costs;
 //! - `table.md`: Table 4's layout (rows method × steps, columns the tasks, cells "LPIPS / PSNR / SSIM"), then
-//!   the paper's values (SPEC.md §11.2);
-//! - `cost.md`: VJPs per step, ms per step for each T and peak memory per method (SPEC.md §11.3), each method
+//!   the paper's values (docs/method.md §11.2);
+//! - `cost.md`: VJPs per step, ms per step for each T and peak memory per method (docs/method.md §11.3), each method
 //!   measured in its own child process (`--single`), with the paper's values;
 //! - `grid-<task>.png`: truth, observation and every method's sample at the largest T for the first images;
 //! - `log.jsonl`: one JSON line per record as it is produced.
 //!
-//! Protocol details (SPEC.md §9d): batch size 1 (`--batch` can raise it), the same measurement (operator and
+//! Protocol details (docs/method.md §9d): batch size 1 (`--batch` can raise it), the same measurement (operator and
 //! noise from `--seed`) for every method, sampler noise seeded with `seed + image index`, metrics on
 //! `clip((x + 1)/2, 0, 1)`. For `--size` below 256 the task geometry scales ([`tasks`]).
 //!

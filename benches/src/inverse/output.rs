@@ -14,7 +14,7 @@ use super::tasks::Task;
 use crate::error::{BenchError, Result};
 use crate::stats::{write_atomic, write_csv};
 
-/// Table 4 of the paper (SPEC.md §11.2): `(row label, steps, [box, random, motion, sr] as [LPIPS, PSNR, SSIM])`.
+/// Table 4 of the paper (docs/method.md §11.2): `(row label, steps, [box, random, motion, sr] as [LPIPS, PSNR, SSIM])`.
 pub const PAPER_TABLE: [(&str, usize, [[f64; 3]; 4]); 21] = [
     ("DiffPIR", 10, [[0.33, 19.17, 0.50], [0.78, 10.97, 0.32], [0.24, 24.54, 0.72], [0.20, 26.63, 0.78]]),
     ("DiffPIR", 100, [[0.30, 18.15, 0.54], [0.68, 10.26, 0.25], [0.19, 23.97, 0.70], [0.17, 25.24, 0.73]]),
@@ -39,7 +39,7 @@ pub const PAPER_TABLE: [(&str, usize, [[f64; 3]; 4]); 21] = [
     ("MMPS (5)", 1000, [[0.20, 20.98, 0.64], [0.14, 22.52, 0.69], [0.11, 26.18, 0.75], [0.11, 26.60, 0.76]]),
 ];
 
-/// The paper's cost table (SPEC.md §11.3): `(label, VJPs per step, time (s per 1000 steps = ms per step),
+/// The paper's cost table (docs/method.md §11.3): `(label, VJPs per step, time (s per 1000 steps = ms per step),
 /// peak GPU memory GB)`.
 pub const PAPER_COST: [(&str, usize, f64, f64); 7] = [
     ("DiffPIR", 0, 30.2, 0.66),
@@ -106,7 +106,7 @@ pub struct CostSummary {
     pub method: String,
     /// Its label.
     pub label: String,
-    /// VJPs per step by SPEC.md §5.8.
+    /// VJPs per step by docs/method.md §5.8.
     pub expected_vjps_per_step: usize,
     /// VJPs per step counted (mean over runs).
     pub vjps_per_step: f64,
@@ -222,7 +222,7 @@ pub fn table_markdown(config: &InverseConfig, cells: &[CellSummary], count: usiz
             s.push('\n');
         }
     }
-    s.push_str("\n## The paper's Table 4 (SPEC.md §11.2; FFHQ 256, 100 images, DPS ADM prior)\n\n");
+    s.push_str("\n## The paper's Table 4 (docs/method.md §11.2; FFHQ 256, 100 images, DPS ADM prior)\n\n");
     s.push_str(&table_header(&Task::ALL));
     for (label, steps, values) in PAPER_TABLE {
         s.push_str(&format!("| {label} | {steps} |"));
@@ -239,7 +239,7 @@ pub fn cost_markdown(costs: &[CostSummary], device: &str, batch: usize) -> Strin
     let steps: Vec<usize> =
         costs.first().map(|c| c.ms_per_step.iter().map(|p| p.0).collect()).unwrap_or_default();
     let mut s = format!("# Cost per method (device {device}, batch {batch})\n\n");
-    s.push_str("| method | VJPs per step (SPEC §5.8) | forwards per step |");
+    s.push_str("| method | VJPs per step (docs/method.md §5.8) | forwards per step |");
     for t in &steps {
         s.push_str(&format!(" ms per step (T = {t}) |"));
     }
@@ -265,7 +265,7 @@ pub fn cost_markdown(costs: &[CostSummary], device: &str, batch: usize) -> Strin
          CUDA context included) when available; otherwise it is the child's peak resident set size (VmHWM, host \
          memory, model and libtorch included) with the increase over its size before sampling in parentheses.\n",
     );
-    s.push_str("\n## The paper's cost table (SPEC.md §11.3; FFHQ-256 ADM, one image, GPU)\n\n");
+    s.push_str("\n## The paper's cost table (docs/method.md §11.3; FFHQ-256 ADM, one image, GPU)\n\n");
     s.push_str(
         "| method | VJPs per step | ms per step | peak GPU memory (GB) |\n| --- | --- | --- | --- |\n",
     );

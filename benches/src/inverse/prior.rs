@@ -1,5 +1,5 @@
 //! The prior of the benchmark: a diem checkpoint (VE EDM denoiser) or a TorchScript VP ε-network wrapped as a
-//! VE [`Denoiser`] (SPEC.md §2 "VP models", §4.6), and the sampling plan each kind runs on.
+//! VE [`Denoiser`] (docs/method.md §2 "VP models", §4.6), and the sampling plan each kind runs on.
 //!
 //! **VP wrapper.** For a VE noise level σ, `ᾱ = 1/(1 + σ²)`; the network index `i` is the one whose
 //! `σ_i = √((1 − ᾱ_i)/ᾱ_i)` is nearest to σ in `ln σ` (the respaced grid hits them exactly), and
@@ -8,9 +8,9 @@
 //! x_vp = √ᾱ · x,   ε̂ = net(x_vp, i)[:, :3],   x̂ = clip((x_vp − √(1 − ᾱ) ε̂)/√ᾱ, −1, 1)
 //! ```
 //!
-//! **Respaced grid.** SPEC.md §4.6's sampler (DDIM η = 1 on the retained indices
+//! **Respaced grid.** docs/method.md §4.6's sampler (DDIM η = 1 on the retained indices
 //! `S = {round(k · 999/(T − 1))}`, start `x_T ~ N(0, I)` in VP, no final denoise) is exactly diem's DDPM
-//! (SPEC.md §4.2) on the VE grid `σ_k = √((1 − ᾱ_{i_k})/ᾱ_{i_k})`, `k = 0..T−1`, followed by `σ_T = 0`, started
+//! (docs/method.md §4.2) on the VE grid `σ_k = √((1 − ᾱ_{i_k})/ᾱ_{i_k})`, `k = 0..T−1`, followed by `σ_T = 0`, started
 //! at `x = x_T/√ᾱ_{i_0} ~ N(0, (1 + σ_0²) I)`: with `X = x/√ᾱ` the VP update's mean is
 //! `x̂ + (σ_s²/σ_t²)(X_t − x̂)` and its noise `σ_s √(1 − σ_s²/σ_t²)`, and a correction `c_t Δ` of the VP state is
 //! `(1 − σ_s²/σ_t²) Δ` of the VE state, i.e. `x̂ + Δ` fed to the DDPM update. [`RespacedSchedule`] maps the
@@ -53,7 +53,7 @@ fn default_true() -> bool {
     true
 }
 
-/// The cumulative products `ᾱ_i = Π_{j ≤ i}(1 − β_j)` of a linear β schedule (SPEC.md §4.6).
+/// The cumulative products `ᾱ_i = Π_{j ≤ i}(1 − β_j)` of a linear β schedule (docs/method.md §4.6).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VpTable {
     alpha_bar: Vec<f64>,
@@ -97,7 +97,7 @@ impl VpTable {
         self.alpha_bar[i]
     }
 
-    /// The VE noise level of index `i`, `σ_i = √((1 − ᾱ_i)/ᾱ_i)` (SPEC.md §2).
+    /// The VE noise level of index `i`, `σ_i = √((1 − ᾱ_i)/ᾱ_i)` (docs/method.md §2).
     pub fn sigma(&self, i: usize) -> f64 {
         let a = self.alpha_bar[i];
         ((1.0 - a) / a).sqrt()
@@ -113,7 +113,7 @@ impl VpTable {
             .unwrap_or(0)
     }
 
-    /// The retained indices `round(k · (L − 1)/(T − 1))`, `k = 0..T−1`, largest first (SPEC.md §4.6).
+    /// The retained indices `round(k · (L − 1)/(T − 1))`, `k = 0..T−1`, largest first (docs/method.md §4.6).
     ///
     /// # Errors
     /// [`BenchError::Config`] unless `2 ≤ steps ≤ L`.
@@ -509,7 +509,7 @@ impl BenchPrior {
         }
     }
 
-    /// Whether this is a VP prior (sampled on the respaced grid of SPEC.md §4.6).
+    /// Whether this is a VP prior (sampled on the respaced grid of docs/method.md §4.6).
     pub fn is_vp(&self) -> bool {
         matches!(self.source, PriorSource::Vp(_))
     }
@@ -549,7 +549,7 @@ impl SamplingPlan {
         self.grid.steps()
     }
 
-    /// The initial state from standard normals `z`: `μ_x + σ(1) z` (VE, SPEC.md §4.1) or `√(1 + σ_0²) z`
+    /// The initial state from standard normals `z`: `μ_x + σ(1) z` (VE, docs/method.md §4.1) or `√(1 + σ_0²) z`
     /// (`x_T ~ N(0, I)` in VP, divided by `√ᾱ_T`).
     ///
     /// # Errors
@@ -578,13 +578,13 @@ impl SamplingPlan {
         self.initial(denoiser, &rng.normal(shape, kind, device))
     }
 
-    /// Whether the run ends with the final denoise at `σ(t_T)` (VE only, SPEC.md §4.1).
+    /// Whether the run ends with the final denoise at `σ(t_T)` (VE only, docs/method.md §4.1).
     pub fn final_denoise(&self) -> bool {
         !self.vp
     }
 
     /// The factor turning a VP state increment into a VE one for a step `σ_t → σ_s`: `1/√(ᾱ_t ᾱ_s)` =
-    /// `√((1 + σ_t²)(1 + σ_s²))` with a gradient taken in VE units (DPS, SPEC.md §5.3); 1 for a VE prior.
+    /// `√((1 + σ_t²)(1 + σ_s²))` with a gradient taken in VE units (DPS, docs/method.md §5.3); 1 for a VE prior.
     pub fn dps_weight(&self, sigma_t: f64, sigma_s: f64) -> f64 {
         if self.vp {
             ((1.0 + sigma_t * sigma_t) * (1.0 + sigma_s * sigma_s)).sqrt()

@@ -1,4 +1,4 @@
-//! The four linear inverse problems of SPEC.md §9d and their measurements.
+//! The four linear inverse problems of docs/method.md §9d and their measurements.
 //!
 //! | task | operator (at 256) | σ_y |
 //! | --- | --- | --- |
@@ -7,7 +7,7 @@
 //! | `motion` | one 61×61 motion kernel (intensity 0.5) per run, reflect padding 30, depthwise | 0.1 |
 //! | `sr4` | 4× antialiased bicubic down-sampling (256 → 64) | 0.1 |
 //!
-//! Noise goes on every entry of `A x` (SPEC.md §1). For images smaller than 256 the box side, the margin and
+//! Noise goes on every entry of `A x` (docs/method.md §1). For images smaller than 256 the box side, the margin and
 //! the kernel size scale by `size/256` ([`TaskGeometry::for_size`]): the box side and margin are rounded, the
 //! kernel size is rounded to the nearest odd number ≥ 3; the SR factor stays 4 (the size must be divisible by
 //! 4). Random draws come from `StdRng` seeded with the run's seed (operator) and `seed + NOISE_SEED_OFFSET`
@@ -107,7 +107,7 @@ impl Task {
         })
     }
 
-    /// The observation noise σ_y (SPEC.md §9d).
+    /// The observation noise σ_y (docs/method.md §9d).
     pub fn sigma_y(self) -> f64 {
         match self {
             Self::Box => 1.0,
@@ -134,7 +134,7 @@ impl Task {
         })
     }
 
-    /// Simulates `y = A x + ε` for the clean images `x : [N, 3, S, S]` (noise on every entry, SPEC.md §1).
+    /// Simulates `y = A x + ε` for the clean images `x : [N, 3, S, S]` (noise on every entry, docs/method.md §1).
     ///
     /// # Errors
     /// Operator and shape errors.

@@ -1,5 +1,5 @@
 //! Reads a CIFAR-10 binary data set (the `.tar.gz` or its extracted folder), observes its first training
-//! images with random pixel deletion at rate ρ (SPEC.md §9b: mask shared by the channels, noise 1e-3) and
+//! images with random pixel deletion at rate ρ (docs/method.md §9b: mask shared by the channels, noise 1e-3) and
 //! writes an image grid: ground truth in the first row, observations (deleted pixels black) in the second.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The experiment's configuration and its presets (SPEC.md §9b, §7.4, §8).
+//! The experiment's configuration and its presets (docs/method.md §9b, §7.4, §8).
 
 use diem_em::{
     Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
@@ -13,7 +13,7 @@ use crate::format::IMAGE_BYTES;
 /// Training images of the official set.
 pub const CIFAR_TRAIN_IMAGES: usize = 50_000;
 
-/// How every lap's prior is evaluated (SPEC.md §9b "Evaluation").
+/// How every lap's prior is evaluated (docs/method.md §9b "Evaluation").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
@@ -97,7 +97,7 @@ pub struct CifarConfig {
     pub eval: EvalConfig,
 }
 
-/// The paper's E-step, Gaussian initialization and refit for `pairs` observations (SPEC.md §7.4, §8, §9b).
+/// The paper's E-step, Gaussian initialization and refit for `pairs` observations (docs/method.md §7.4, §8, §9b).
 fn paper_em(laps: usize, network: UNetConfig, mstep: TrainConfig) -> EmConfig {
     let mut gaussian = GaussianEmConfig::spec(64, IMAGE_BYTES);
     gaussian.max_pairs = Some(16_384);
@@ -150,7 +150,7 @@ fn small_unet(channels: Vec<i64>, blocks: usize, heads: i64, embedding: i64) -> 
 }
 
 impl CifarConfig {
-    /// The paper's configuration (SPEC.md §9b; GPU scale): all 50,000 training images, 32 laps; the CIFAR
+    /// The paper's configuration (docs/method.md §9b; GPU scale): all 50,000 training images, 32 laps; the CIFAR
     /// U-Net (57.6 M parameters); Adam constant lr 2e-4, clip 1, batch 256, EMA 0.9999, 256 epochs (49,920
     /// steps) per lap, flip + hue ±0.01 + saturation 0.95–1.05; E-step DDPM T = 256, MMPS with the Tweedie
     /// covariance and CG 1, from `μ_x + 100 z`; PPCA refit of μ_x (rank 64, 16,384 samples); Gaussian

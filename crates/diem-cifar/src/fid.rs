@@ -1,7 +1,7 @@
-//! FID and Inception Score of prior samples against the CIFAR-10 training set (SPEC.md §9b "Evaluation"),
+//! FID and Inception Score of prior samples against the CIFAR-10 training set (docs/method.md §9b "Evaluation"),
 //! with a user-supplied TorchScript Inception network ([`diem_metrics::InceptionNet`]).
 //!
-//! Samples in `[−2, 2]` are quantized exactly as when saving a uint8 PNG with the mapping of SPEC.md §9b
+//! Samples in `[−2, 2]` are quantized exactly as when saving a uint8 PNG with the mapping of docs/method.md §9b
 //! (`u8 = round(clip((x + 2)·64, 0, 255))`, [`crate::to_uint8`]) and fed to the network as f32 in `[0, 255]`.
 //! The reference statistics of the training images are computed once and cached in the run directory
 //! ([`REFERENCE_STATS_FILE`]), keyed by the network file and the images ([`REFERENCE_META_FILE`]).

@@ -1,5 +1,5 @@
 //! The CIFAR-10 binary distribution ("CIFAR-10 binary version", `cifar-10-binary.tar.gz`) and the pixel
-//! mapping of SPEC.md §9b.
+//! mapping of docs/method.md §9b.
 //!
 //! Each file `data_batch_1.bin` … `data_batch_5.bin` (training) and `test_batch.bin` (test) is a sequence of
 //! records of 3073 bytes: one label byte (0–9), then 3072 pixel bytes, the red, green and blue planes of the
@@ -147,12 +147,12 @@ pub struct CifarData {
     pub test: CifarSplit,
 }
 
-/// `x = u8 · 4/256 − 2` (SPEC.md §9b), exact in f32.
+/// `x = u8 · 4/256 − 2` (docs/method.md §9b), exact in f32.
 pub fn u8_to_unit(v: u8) -> f32 {
     f32::from(v) / 64.0 - 2.0
 }
 
-/// `u8 = round(clip((x + 2) · 64, 0, 255))` (SPEC.md §9b), rounding half to even as libtorch does; NaN
+/// `u8 = round(clip((x + 2) · 64, 0, 255))` (docs/method.md §9b), rounding half to even as libtorch does; NaN
 /// maps to 0. The inverse of [`u8_to_unit`].
 pub fn unit_to_u8(x: f32) -> u8 {
     let v = ((x + 2.0) * 64.0).clamp(0.0, 255.0).round_ties_even();

@@ -1,4 +1,4 @@
-//! The corrupted CIFAR-10 experiment of SPEC.md §9b (paper §5.2) as a reproducible pipeline: DiEM learns a
+//! The corrupted CIFAR-10 experiment of docs/method.md §9b (paper §5.2) as a reproducible pipeline: DiEM learns a
 //! diffusion prior over 32×32 RGB images from training images with a fraction ρ of their pixels deleted.
 //!
 //! - [`format`](mod@format): the official "CIFAR-10 binary version" (`cifar-10-binary.tar.gz` or its extracted
@@ -10,7 +10,7 @@
 //!   `U(0,1) > ρ`, shared by the channels (a [`diem_operators::Mask`] `[N, 1, 32, 32]`), saved with
 //!   [`diem_operators::Observation::save`]; plus the training images as `uint8` `.npy` (the FID reference
 //!   set) and `prepare.json`.
-//! - [`CifarConfig`]: presets `paper` (SPEC.md §9b at GPU scale), `reduced` (real data, CPU-sized), `tiny`
+//! - [`CifarConfig`]: presets `paper` (docs/method.md §9b at GPU scale), `reduced` (real data, CPU-sized), `tiny`
 //!   (a synthetic CIFAR-format data set, 1–3 minutes on a CPU) and `micro` (tests).
 //! - [`run_experiment`]: prepares the data if needed, runs [`diem_em::EmRun`] with a [`CifarObserver`] that
 //!   writes per-lap grids of prior samples (DDIM from `μ_x + 100 z`) and of posterior samples next to their

@@ -1,4 +1,4 @@
-//! `diem-cifar`: the corrupted CIFAR-10 pipeline of SPEC.md §9b (behind `cargo xtask prepare-cifar` and
+//! `diem-cifar`: the corrupted CIFAR-10 pipeline of docs/method.md §9b (behind `cargo xtask prepare-cifar` and
 //! `cargo xtask reproduce-cifar`, which forward their arguments to the subcommands below).
 //!
 //! ```text
@@ -21,7 +21,7 @@ use diem_cifar::{
     PrepareConfig, RunOptions, SyntheticSpec,
 };
 
-/// The corrupted CIFAR-10 experiment of DiEM (SPEC.md §9b).
+/// The corrupted CIFAR-10 experiment of DiEM (docs/method.md §9b).
 #[derive(Parser, Debug)]
 #[command(name = "diem-cifar", version, about)]
 struct Cli {

@@ -1,4 +1,4 @@
-//! Observation sets of the corrupted CIFAR-10 experiment (SPEC.md §9b "Corruption"): for each deletion rate
+//! Observation sets of the corrupted CIFAR-10 experiment (docs/method.md §9b "Corruption"): for each deletion rate
 //! ρ, one observation per training image,
 //!
 //! ```text
@@ -9,7 +9,7 @@
 //! [`prepare`] writes, into an output folder: `observations-rho0.75.npz` (one per ρ, through
 //! [`Observation::save`]: `y`, the `mask` `[N, 1, 32, 32]`, `noise_std`, `operator = "mask"`), the training
 //! images as `train-images-uint8.npy` (`uint8 [N, 3, 32, 32]`, the FID reference set), the test split
-//! observed the same way with its own seed as `observations-test-rho0.75.npz` (the validation set of SPEC.md
+//! observed the same way with its own seed as `observations-test-rho0.75.npz` (the validation set of docs/method.md
 //! §8) and `prepare.json` ([`PrepareSummary`]: counts, seeds, deleted fractions). Every file is written
 //! atomically.
 //!
@@ -29,7 +29,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{CifarError, Result};
 use crate::format::{CifarData, CHANNELS, IMAGE_SIDE};
 
-/// The observation noise standard deviation (SPEC.md §9b): `Σ_y = 1e-6 I`.
+/// The observation noise standard deviation (docs/method.md §9b): `Σ_y = 1e-6 I`.
 pub const NOISE_STD: f64 = 1e-3;
 /// The training images (`uint8 [N, 3, 32, 32]`) in a prepared folder.
 pub const IMAGES_FILE: &str = "train-images-uint8.npy";
@@ -62,7 +62,7 @@ fn test_seed(seed: u64) -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareConfig {
-    /// Deletion rates ρ (SPEC.md §9b: 0.25, 0.5, 0.75).
+    /// Deletion rates ρ (docs/method.md §9b: 0.25, 0.5, 0.75).
     pub rhos: Vec<f64>,
     /// The seed of masks and noise.
     pub seed: u64,
@@ -122,7 +122,7 @@ pub struct PreparedSet {
     pub count: usize,
     /// The fraction of deleted pixels actually drawn (≈ ρ).
     pub deleted_fraction: f64,
-    /// The test split's observations at the same rate (the validation set of SPEC.md §8), when the source
+    /// The test split's observations at the same rate (the validation set of docs/method.md §8), when the source
     /// has a test split: their file name.
     #[serde(default)]
     pub test_file: Option<String>,

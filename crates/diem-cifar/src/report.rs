@@ -1,5 +1,5 @@
 //! The run's `report.md`: settings, the per-lap table (loss, times, FID/IS) and the paper's Table 1 numbers
-//! for comparison (SPEC.md §11.1).
+//! for comparison (docs/method.md §11.1).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,7 +15,7 @@ use crate::observer::{GAUSSIAN_GRID_FILE, POSTERIOR_GRID_FILE, PRIOR_GRID_FILE};
 /// The report's file name in the run directory.
 pub const REPORT_FILE: &str = "report.md";
 
-/// One row of the paper's Table 1 (SPEC.md §11.1): lap-31 FID ↓ / IS ↑ with 50k samples against the
+/// One row of the paper's Table 1 (docs/method.md §11.1): lap-31 FID ↓ / IS ↑ with 50k samples against the
 /// CIFAR-10 training set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PaperRow {
@@ -29,7 +29,7 @@ pub struct PaperRow {
     pub is: f64,
 }
 
-/// The paper's Table 1 (SPEC.md §11.1).
+/// The paper's Table 1 (docs/method.md §11.1).
 pub const PAPER_TABLE: [PaperRow; 8] = [
     PaperRow { method: "AmbientDiffusion", rho: 0.20, fid: 11.70, is: 7.97 },
     PaperRow { method: "AmbientDiffusion", rho: 0.40, fid: 18.85, is: 7.45 },
@@ -143,7 +143,7 @@ pub fn report_markdown(config: &CifarConfig, lines: &[Value], inception: Option<
     let _ = writeln!(s, "# Corrupted CIFAR-10, ρ = {} ({})\n", config.rho, config.preset);
     let _ = writeln!(
         s,
-        "SPEC.md §9b: DiEM learns a diffusion prior from CIFAR-10 training images with a fraction ρ of their \
+        "docs/method.md §9b: DiEM learns a diffusion prior from CIFAR-10 training images with a fraction ρ of their \
          pixels deleted\n(the mask is shared by the 3 channels) and noise 1e-3 on every entry.\n"
     );
     settings(config, &mut s);

@@ -106,7 +106,7 @@ pub fn ensure_prepared(
     prepare(&cifar, &source.path().display().to_string(), prepared, &config)
 }
 
-/// Runs the corrupted CIFAR-10 experiment of `config` in `out` (SPEC.md §9b): prepares the observations if
+/// Runs the corrupted CIFAR-10 experiment of `config` in `out` (docs/method.md §9b): prepares the observations if
 /// needed (a synthetic CIFAR-format data set for the `tiny`/`micro` presets, written to `out/data` and read
 /// back from its `.tar.gz`), creates (or resumes, see [`RunOptions`]) the EM run, and after every lap writes
 /// the prior and posterior grids, FID/IS (with an Inception network) and `report.md`.
@@ -194,7 +194,7 @@ pub fn run_experiment_on(
         })?;
         run
     };
-    // The test split's observations are the validation set (SPEC.md §8); with `--images` (a subset of the
+    // The test split's observations are the validation set (docs/method.md §8); with `--images` (a subset of the
     // training set) they shrink in proportion, 10,000 : 50,000 as in the full data set.
     if let Some(v) = loaded.validation {
         let keep = config.images.map_or(v.len(), |n| ((n / 5).max(1) as i64).min(v.len()));

@@ -1,4 +1,4 @@
-//! The presets encode SPEC.md §9b, §7.4 and §8, and the report carries the paper's Table 1.
+//! The presets encode docs/method.md §9b, §7.4 and §8, and the report carries the paper's Table 1.
 
 use diem_cifar::{paper_rows, report_markdown, CifarConfig};
 use diem_em::{Covariance, LapOrder, SamplerSpec};

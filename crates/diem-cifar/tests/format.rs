@@ -1,5 +1,5 @@
 //! The CIFAR-10 binary reader: round trips through files, folders and `.tar.gz`, typed errors naming the file,
-//! and the pixel mapping of SPEC.md §9b.
+//! and the pixel mapping of docs/method.md §9b.
 
 use std::path::Path;
 

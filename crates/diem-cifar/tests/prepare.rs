@@ -1,4 +1,4 @@
-//! Observation sets (SPEC.md §9b "Corruption"): deleted fraction ≈ ρ, masks shared by the channels,
+//! Observation sets (docs/method.md §9b "Corruption"): deleted fraction ≈ ρ, masks shared by the channels,
 //! `y = m ⊙ x + 1e-3 ε`, files that load back, and a deterministic, mergeable prepared folder.
 
 use diem_cifar::{

@@ -1,4 +1,4 @@
-//! Gaussian EM (`fit_moments`, SPEC.md §7.4) on masked Gaussian data: a 6-D Gaussian with a rank-2 structure,
+//! Gaussian EM (`fit_moments`, docs/method.md §7.4) on masked Gaussian data: a 6-D Gaussian with a rank-2 structure,
 //! each coordinate deleted with probability 0.5, noise σ_y = 1e-2. Prints the error of the fitted mean and
 //! covariance after every iteration, against the truth and against the naive mean of the observed entries.
 //!

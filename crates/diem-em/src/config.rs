@@ -1,4 +1,4 @@
-//! Configuration of an EM run (SPEC.md §7.4, §8, §9a): [`EmConfig`] and its sections. Every section is
+//! Configuration of an EM run (docs/method.md §7.4, §8, §9a): [`EmConfig`] and its sections. Every section is
 //! serde JSON with unknown keys rejected; [`EmConfig::from_file`] names the file and the field on error.
 
 use std::path::Path;
@@ -55,7 +55,7 @@ fn check_float32_range(value: &serde_json::Value, path: &str) -> Result<()> {
     }
 }
 
-/// The Gaussian EM initialization `fit_moments` (SPEC.md §7.4).
+/// The Gaussian EM initialization `fit_moments` (docs/method.md §7.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GaussianEmConfig {
@@ -70,7 +70,7 @@ pub struct GaussianEmConfig {
     /// Use only the first this many pairs (CIFAR: 16,384); `None` = all.
     #[serde(default)]
     pub max_pairs: Option<usize>,
-    /// Of those, take every `stride`-th pair (MRI: every 4th of the first 16,384, SPEC.md §9c); default 1.
+    /// Of those, take every `stride`-th pair (MRI: every 4th of the first 16,384, docs/method.md §9c); default 1.
     #[serde(default = "one")]
     pub stride: usize,
     /// Pairs per E-step chunk.
@@ -78,7 +78,7 @@ pub struct GaussianEmConfig {
 }
 
 impl GaussianEmConfig {
-    /// SPEC.md §7.4 for data of `n` entries per sample: rank `rank`, 16 iterations, DDIM 256, CG to rtol 1e-3
+    /// docs/method.md §7.4 for data of `n` entries per sample: rank `rank`, 16 iterations, DDIM 256, CG to rtol 1e-3
     /// with a cap of `10·n` iterations, chunks of 256 pairs.
     pub fn spec(rank: usize, n: usize) -> Self {
         Self {
@@ -126,7 +126,7 @@ impl GaussianEmConfig {
     }
 }
 
-/// The E-step of every lap (SPEC.md §8).
+/// The E-step of every lap (docs/method.md §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EStepConfig {
@@ -184,7 +184,7 @@ impl EStepConfig {
     }
 }
 
-/// The order of the two steps inside a lap (SPEC.md §8 "order inside a lap").
+/// The order of the two steps inside a lap (docs/method.md §8 "order inside a lap").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LapOrder {
@@ -196,13 +196,13 @@ pub enum LapOrder {
     SampleThenTrain,
 }
 
-/// The PPCA refit of `(μ_x, Σ_x)` on the E-step samples (CIFAR/MRI, SPEC.md §8).
+/// The PPCA refit of `(μ_x, Σ_x)` on the E-step samples (CIFAR/MRI, docs/method.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefitConfig {
-    /// The PPCA rank (64 in \[ref\]).
+    /// The PPCA rank (64 in the authors' code).
     pub rank: usize,
-    /// Fit on the first this many samples (16,384 in \[ref\]).
+    /// Fit on the first this many samples (16,384 in the authors' code).
     pub samples: usize,
 }
 
@@ -229,7 +229,7 @@ impl Default for DiagnosticsConfig {
     }
 }
 
-/// Everything about an EM run (SPEC.md §7.4, §8). Stored as the run directory's `config.json`.
+/// Everything about an EM run (docs/method.md §7.4, §8). Stored as the run directory's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmConfig {
@@ -285,7 +285,7 @@ pub enum DataStorage {
 }
 
 impl EmConfig {
-    /// The manifold experiment of SPEC.md §9a with the paper's E-step (Tweedie, CG 3), `laps` laps: PC 4096,
+    /// The manifold experiment of docs/method.md §9a with the paper's E-step (Tweedie, CG 3), `laps` laps: PC 4096,
     /// MLP 5 → (256, 256, 256) → 5, 65,536 steps per lap, filter (−3, 3), Gaussian rank 5.
     pub fn manifold(laps: usize) -> Self {
         Self {
@@ -312,7 +312,7 @@ impl EmConfig {
         }
     }
 
-    /// The manifold preset of \[ref\]: as [`EmConfig::manifold`] but the E-step uses the `cov_x` heuristic with
+    /// The manifold preset of the authors' code: as [`EmConfig::manifold`] but the E-step uses the `cov_x` heuristic with
     /// CG to rtol 1e-3 (cap 50 = 10·N).
     pub fn manifold_reference(laps: usize) -> Self {
         let mut c = Self::manifold(laps);

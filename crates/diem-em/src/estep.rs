@@ -1,5 +1,5 @@
 //! The E-step: posterior samples for every observation, chunked, each chunk with its own derived seed
-//! (SPEC.md §7.4, §8; DESIGN.md "Reproducibility").
+//! (docs/method.md §7.4, §8; docs/architecture.md "Reproducibility").
 
 use std::ops::Range;
 
@@ -45,7 +45,7 @@ pub struct EStepPlan {
     /// with `.into()`).
     pub guidance: GuidanceConfig,
     /// Posterior samples per observation k: sample `j` belongs to observation `j mod N` (the data set repeated
-    /// k times, as \[ref\] duplicates it).
+    /// k times, as the authors' code duplicates it).
     pub samples_per_observation: usize,
     /// Samples per chunk (≥ 1).
     pub chunk: i64,

@@ -1,4 +1,4 @@
-//! The Gaussian initial prior and its EM fit `fit_moments` (SPEC.md §7.4).
+//! The Gaussian initial prior and its EM fit `fit_moments` (docs/method.md §7.4).
 //!
 //! ```text
 //! μ_x ← 0,  Σ_x ← I
@@ -54,7 +54,7 @@ impl GaussianPrior {
         }
     }
 
-    /// The PPCA fit of `samples: [S, ..x_shape]` with rank `rank` (SPEC.md §7.3).
+    /// The PPCA fit of `samples: [S, ..x_shape]` with rank `rank` (docs/method.md §7.3).
     ///
     /// # Errors
     /// [`EmError::Linalg`] when the PPCA fails (e.g. rank above the data's size).
@@ -68,7 +68,7 @@ impl GaussianPrior {
         self.cov.dim()
     }
 
-    /// The exact denoiser of this prior (SPEC.md §7.2).
+    /// The exact denoiser of this prior (docs/method.md §7.2).
     ///
     /// # Errors
     /// [`EmError::Models`] when the mean and covariance do not fit.
@@ -135,7 +135,7 @@ impl GaussianPrior {
     }
 }
 
-/// Gaussian EM `fit_moments` (SPEC.md §7.4) on the pairs of `obs`, with the noise schedule `schedule` (the
+/// Gaussian EM `fit_moments` (docs/method.md §7.4) on the pairs of `obs`, with the noise schedule `schedule` (the
 /// experiment's (a, b)) and the run seed `seed`. The samples and the prior have `obs.y`'s dtype.
 ///
 /// # Errors
@@ -269,7 +269,7 @@ impl GaussianPrior {
 }
 
 /// The exact posterior denoiser configuration for a Gaussian prior: MMPS with the `cov_x` covariance of the
-/// same Σ_x (SPEC.md §5.2, §7.4).
+/// same Σ_x (docs/method.md §5.2, §7.4).
 pub fn cov_x_mmps(prior: &GaussianPrior, solver: &SolverSpec) -> MmpsConfig {
     PosteriorSpec::new(Covariance::CovX, *solver).to_mmps(&prior.cov)
 }

@@ -1,5 +1,5 @@
 //! Files of a run directory: atomic writes, `.npy` sample arrays, the Gaussian prior's safetensors file,
-//! `metrics.jsonl` and `state.bin` (DESIGN.md "Files"), and the observation fingerprint that a resume checks.
+//! `metrics.jsonl` and `state.bin` (docs/architecture.md "Files"), and the observation fingerprint that a resume checks.
 //!
 //! Every write goes through [`write_atomic`]: a temporary `.name.tmp-PID` in the same directory, `fsync`,
 //! rename. A symbolic link is written through (the link stays); a path that is not a regular file is

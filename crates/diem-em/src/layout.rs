@@ -1,4 +1,4 @@
-//! The run directory layout (DESIGN.md "Files").
+//! The run directory layout (docs/architecture.md "Files").
 //!
 //! ```text
 //! <run>/

@@ -1,7 +1,7 @@
-//! Diffusion expectation-maximization (SPEC.md §7.4, §8): learn a diffusion prior from incomplete, noisy
+//! Diffusion expectation-maximization (docs/method.md §7.4, §8): learn a diffusion prior from incomplete, noisy
 //! observations `y_i = A_i x_i + ε_i`, starting from a Gaussian prior fitted by EM.
 //!
-//! - [`fit_gaussian`] / [`fit_gaussian_with`]: `fit_moments` (SPEC.md §7.4), the Gaussian initial prior
+//! - [`fit_gaussian`] / [`fit_gaussian_with`]: `fit_moments` (docs/method.md §7.4), the Gaussian initial prior
 //!   [`GaussianPrior`] `N(μ_x, Σ_x)` with a DPLR covariance of a chosen rank: exact Gaussian denoiser + MMPS on
 //!   the `cov_x` path + DDIM, then PPCA, `iterations` times.
 //! - [`EmLoop`]: the DiEM loop in memory, without files: [`EmLoop::init`] (the Gaussian fit), then
@@ -10,7 +10,7 @@
 //!   ([`posterior_samples`]: k posterior samples per observation, each with its own operator, MMPS with the
 //!   Tweedie covariance or a heuristic, CG/GMRES/BiCGSTAB, DDPM/DDIM/PC, chunked) and M-step ([`m_step`]:
 //!   continue from the previous (EMA) weights, fresh optimizer, restarted EMA), with the optional filter
-//!   (−3, 3) and the optional PPCA refit of μ_x. Both lap orders of SPEC.md §8 ([`LapOrder`]).
+//!   (−3, 3) and the optional PPCA refit of μ_x. Both lap orders of docs/method.md §8 ([`LapOrder`]).
 //! - [`LapObserver`]: per-lap hooks with a [`LapContext`] (lap, run dir, current prior, samples, metrics).
 //! - Crash safety: every file is written atomically; `state.bin` is the commit point;
 //!   [`EmRun::resume`] continues after the last committed step and reproduces the uninterrupted run

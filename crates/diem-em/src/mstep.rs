@@ -1,4 +1,4 @@
-//! The M-step (SPEC.md §8): train the denoiser on the (filtered) E-step samples, continuing from the current
+//! The M-step (docs/method.md §8): train the denoiser on the (filtered) E-step samples, continuing from the current
 //! weights with a fresh optimizer and a restarted EMA; with an EMA the model ends at the EMA weights.
 
 use std::rc::Rc;
@@ -14,7 +14,7 @@ use crate::seed::torch_seed;
 /// Serializes the users of libtorch's global generator inside this crate (M-steps, model initialization).
 pub(crate) static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Keeps the samples whose every coordinate lies strictly inside `(−bound, bound)` (SPEC.md §9a); non-finite
+/// Keeps the samples whose every coordinate lies strictly inside `(−bound, bound)` (docs/method.md §9a); non-finite
 /// samples are always dropped. Returns the kept samples (`[S', ...]`).
 pub fn filter_samples(samples: &Tensor, bound: Option<f64>) -> Tensor {
     let n = samples.size()[0];
@@ -30,7 +30,7 @@ pub fn filter_samples(samples: &Tensor, bound: Option<f64>) -> Tensor {
 
 /// Trains `model` on `data` (`[S, ..x_shape]`) for one lap: seeds libtorch's generator with `seed` (batch
 /// indices, diffusion times, noise), builds a fresh [`Trainer`] (Adam state, learning-rate schedule and EMA
-/// restart) and, when an EMA is configured, copies the EMA weights into the model at the end (SPEC.md §8,
+/// restart) and, when an EMA is configured, copies the EMA weights into the model at the end (docs/method.md §8,
 /// §12.2 "EMA bookkeeping"). Returns the loss curve and the EMA.
 ///
 /// # Errors
@@ -46,7 +46,7 @@ pub fn m_step(
     Ok((report, ema))
 }
 
-/// One validation loss of an M-step: the training loss (SPEC.md §3.3) of the EMA weights (the live weights
+/// One validation loss of an M-step: the training loss (docs/method.md §3.3) of the EMA weights (the live weights
 /// without an EMA) on the lap's validation posterior samples, with noise levels and noise fixed for the lap.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValidationRecord {
@@ -56,8 +56,8 @@ pub struct ValidationRecord {
     pub loss: f64,
 }
 
-/// [`m_step`] with a validation loss every `config.log_every` steps and after the last step (SPEC.md §8:
-/// with `log_every` = the steps of one epoch, once per epoch as \[ref\]).
+/// [`m_step`] with a validation loss every `config.log_every` steps and after the last step (docs/method.md §8:
+/// with `log_every` = the steps of one epoch, once per epoch as the authors' code).
 ///
 /// `validation = (samples [V, ..x_shape], seed)`: the lap's validation posterior samples and the seed of the
 /// loss's fixed noise levels `σ(t)`, `t ~ config.time`, and noise `z` (drawn once, before training, so the

@@ -19,7 +19,7 @@ pub enum SeedPurpose {
     Diagnostic,
     /// Free for experiments' observers.
     Observer,
-    /// The validation set of a lap: its E-step chunks and the fixed noise of its loss (SPEC.md §8).
+    /// The validation set of a lap: its E-step chunks and the fixed noise of its loss (docs/method.md §8).
     Validation,
 }
 

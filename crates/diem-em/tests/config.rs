@@ -46,7 +46,7 @@ fn gaussian_pairs_are_every_stride_th_of_the_window() {
     g.stride = 4;
     assert_eq!(g.pair_indices(100), vec![0, 4, 8, 12]);
     assert_eq!(g.pair_indices(10), vec![0, 4, 8], "the window is cut to the data");
-    // The MRI preset's choice (SPEC.md §9c): every 4th of the first 16,384 pairs is 4,096 pairs.
+    // The MRI preset's choice (docs/method.md §9c): every 4th of the first 16,384 pairs is 4,096 pairs.
     g.max_pairs = Some(16_384);
     assert_eq!(g.pair_indices(30_000).len(), 4096);
     // Older configs without the field read as stride 1; a zero stride is refused.

@@ -1,4 +1,4 @@
-//! SPEC.md §12.1 item 11: Gaussian EM (`fit_moments`). Fully observed with tiny noise, one iteration recovers
+//! docs/method.md §12.1 item 11: Gaussian EM (`fit_moments`). Fully observed with tiny noise, one iteration recovers
 //! the PPCA of the data; with masks, the fitted mean approaches the true mean over the iterations.
 
 use diem_em::{fit_gaussian, fit_gaussian_with, GaussianEmConfig, GaussianPrior, SolverSpec};

@@ -1,5 +1,5 @@
 //! One synthetic knee-like volume → the zero-filled reconstructions `Aᵀy` of a slice at several
-//! accelerations, as a PNG grid (SPEC.md §9c): ground truth, then R = 2, 4, 6, 8, 10.
+//! accelerations, as a PNG grid (docs/method.md §9c): ground truth, then R = 2, 4, 6, 8, 10.
 //!
 //! ```text
 //! cargo xtask cargo run -p diem-fastmri --example observation_grid -- [OUT_DIR]

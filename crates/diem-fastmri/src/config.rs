@@ -1,4 +1,4 @@
-//! The experiment's configuration and its presets (SPEC.md §9c, §7.4, §8).
+//! The experiment's configuration and its presets (docs/method.md §9c, §7.4, §8).
 
 use diem_em::{
     Covariance, DataStorage, DiagnosticsConfig, EStepConfig, EmConfig, GaussianEmConfig, LapOrder,
@@ -59,7 +59,7 @@ pub struct FastMriConfig {
 }
 
 impl FastMriConfig {
-    /// The paper's configuration (SPEC.md §9c, §7.4, §8; GPU scale): [`UNetConfig::mri`] (space-to-depth 4,
+    /// The paper's configuration (docs/method.md §9c, §7.4, §8; GPU scale): [`UNetConfig::mri`] (space-to-depth 4,
     /// 77.6 M parameters), Adam with constant lr 1e-4, clip 1, batch 256, EMA 0.999, 64 epochs per lap,
     /// 16 laps, h-flip + ±4 px reflect-pad-and-crop; E-step: 2 posterior samples per observation, DDPM 64,
     /// MMPS with the Tweedie covariance and CG 3, start `μ_x + 100 z` with μ_x refitted by PPCA (rank 64 on
@@ -77,7 +77,7 @@ impl FastMriConfig {
                 iterations: 16,
                 steps: 256,
                 solver: SolverSpec::cg(5),
-                // Every 4th of the first 16,384 pairs: 4,096 pairs (SPEC.md §9c).
+                // Every 4th of the first 16,384 pairs: 4,096 pairs (docs/method.md §9c).
                 max_pairs: Some(16_384),
                 stride: 4,
                 chunk_size: 256,

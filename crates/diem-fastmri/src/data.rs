@@ -1,4 +1,4 @@
-//! The fastMRI slices (SPEC.md §9c "Data"): extraction from the HDF5 files, the per-volume normalization to
+//! The fastMRI slices (docs/method.md §9c "Data"): extraction from the HDF5 files, the per-volume normalization to
 //! `[−2, 2]` and the synthetic knee-like fixture.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{FastMriError, Result};
 use crate::python::{run_script, EXTRACT_SCRIPT, FIXTURE_SCRIPT};
 
-/// The first kept slice index (SPEC.md §9c).
+/// The first kept slice index (docs/method.md §9c).
 pub const FIRST_SLICE: usize = 10;
 /// The last kept slice index, inclusive (31 slices per volume).
 pub const LAST_SLICE: usize = 40;
@@ -86,11 +86,11 @@ impl ExtractIndex {
     }
 }
 
-/// How each volume is mapped to `[−2, 2]` (SPEC.md §9c, §13).
+/// How each volume is mapped to `[−2, 2]` (docs/method.md §9c, §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
-    /// \[ref\]: divide by the maximum over the volume's kept slices, then `x ← 4x − 2` (the default).
+    /// The authors' code: divide by the maximum over the volume's kept slices, then `x ← 4x − 2` (the default).
     #[default]
     Max,
     /// True min-max over the volume's kept slices: `x ← 4 (x − min)/(max − min) − 2`.
@@ -152,7 +152,7 @@ pub fn load_volume(cache: &Path, entry: &VolumeEntry) -> Result<Option<Tensor>> 
     Ok(Some(t))
 }
 
-/// Normalizes one volume's kept slices `[S, H, W]` to `[−2, 2]` (SPEC.md §9c): [`Normalization::Max`]
+/// Normalizes one volume's kept slices `[S, H, W]` to `[−2, 2]` (docs/method.md §9c): [`Normalization::Max`]
 /// `x ← 4 x / max − 2`, [`Normalization::Minmax`] `x ← 4 (x − min)/(max − min) − 2`, with max and min over
 /// all of the volume's kept slices.
 ///

@@ -1,4 +1,4 @@
-//! The accelerated-MRI experiment of the DiEM paper (SPEC.md §9c, paper §5.3) as a reproducible pipeline:
+//! The accelerated-MRI experiment of the DiEM paper (docs/method.md §9c, paper §5.3) as a reproducible pipeline:
 //! learn a diffusion prior over knee MR slices from undersampled, noisy k-space alone.
 //!
 //! - [`prepare()`]: fastMRI single-coil HDF5 files → slices 10..=40 of every volume ([`extract`] runs an

@@ -1,4 +1,4 @@
-//! `diem-fastmri`: the accelerated-MRI experiment of SPEC.md §9c from the command line
+//! `diem-fastmri`: the accelerated-MRI experiment of docs/method.md §9c from the command line
 //! (`cargo xtask prepare-fastmri ...` and `cargo xtask reproduce-fastmri ...` forward their arguments here).
 //!
 //! ```text
@@ -19,7 +19,7 @@ use diem_fastmri::{
     make_fixture, prepare, reproduce_on, FastMriConfig, Normalization, PrepareConfig, RunOptions,
 };
 
-/// The accelerated-MRI DiEM experiment (fastMRI knee, SPEC.md §9c).
+/// The accelerated-MRI DiEM experiment (fastMRI knee, docs/method.md §9c).
 #[derive(Debug, Parser)]
 #[command(name = "diem-fastmri", version, about)]
 struct Cli {

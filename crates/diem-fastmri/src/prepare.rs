@@ -1,4 +1,4 @@
-//! `diem-fastmri prepare`: fastMRI HDF5 files → normalized slices and k-space observations (SPEC.md §9c).
+//! `diem-fastmri prepare`: fastMRI HDF5 files → normalized slices and k-space observations (docs/method.md §9c).
 //!
 //! ```text
 //! <out>/
@@ -42,7 +42,7 @@ pub fn observations_file(split: Split) -> &'static str {
     }
 }
 
-/// What `prepare` does (SPEC.md §9c).
+/// What `prepare` does (docs/method.md §9c).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareConfig {
@@ -156,7 +156,7 @@ pub fn mix_seed(seed: u64, stream: u64) -> u64 {
 }
 
 /// Simulates `y = A x + σ_y ε` for images `x : [N, 1, H, W]` with one random column mask per image at
-/// acceleration `r` ([`KSpace::random_lines`], SPEC.md §9c: keep probability `p = 200/(320R − 120)`, centre
+/// acceleration `r` ([`KSpace::random_lines`], docs/method.md §9c: keep probability `p = 200/(320R − 120)`, centre
 /// band forced), masks from `mask_seed`, noise from `mix_seed(noise_seed, chunk)` per chunk of `chunk`
 /// images (bounds the FFT memory).
 ///
@@ -383,7 +383,7 @@ pub struct PreparedData {
     pub heldout: Tensor,
     /// Whether [`PreparedData::heldout`] comes from the training split (no validation split).
     pub heldout_from_train: bool,
-    /// The validation observations (the validation E-step and loss of SPEC.md §8), when there is a split.
+    /// The validation observations (the validation E-step and loss of docs/method.md §8), when there is a split.
     pub validation: Option<Observation>,
 }
 

@@ -30,7 +30,7 @@ pub fn report_markdown(config: &FastMriConfig, lines: &[Value], notes: &[String]
     let _ = writeln!(s, "# Accelerated MRI (fastMRI knee), preset `{}`\n", config.preset);
     let _ = writeln!(
         s,
-        "SPEC.md §9c: DiEM learns a prior over knee MR slices from k-space observations with a random column mask \
+        "docs/method.md §9c: DiEM learns a prior over knee MR slices from k-space observations with a random column mask \
          at acceleration R = {} and noise σ_y = {:e}, starting from a Gaussian fitted by EM (§7.4).\n",
         config.prepare.acceleration, config.prepare.noise_std
     );

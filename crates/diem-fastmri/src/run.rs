@@ -105,7 +105,7 @@ fn resolve_data(
     }
 }
 
-/// Runs the accelerated-MRI experiment of `config` in `out` (SPEC.md §9c): resolves the data (see below),
+/// Runs the accelerated-MRI experiment of `config` in `out` (docs/method.md §9c): resolves the data (see below),
 /// creates the EM run (or resumes it, see [`RunOptions`]) with `config.em_for(N)`, draws the figures of
 /// every lap with an [`MriObserver`], and writes `report.md`.
 ///
@@ -209,7 +209,7 @@ pub fn reproduce_on(
     }
     notes.push(match &prepared.validation {
         Some(v) => format!(
-            "Validation (SPEC.md §8): every lap also samples the {} validation observations and records the EMA \
+            "Validation (docs/method.md §8): every lap also samples the {} validation observations and records the EMA \
              model's loss on them every epoch (`lap-NNN/validation.jsonl`, `val_loss_last` below).",
             v.len()
         ),

@@ -1,4 +1,4 @@
-//! Normalization, the split, the k-space observations and `prepare.json` (SPEC.md §9c).
+//! Normalization, the split, the k-space observations and `prepare.json` (docs/method.md §9c).
 
 mod common;
 
@@ -125,7 +125,7 @@ fn kspace_gram_is_symmetric_contractive_and_idempotent_for_mirror_masks() {
 
 #[test]
 fn mask_generator_keeps_one_column_in_r_at_the_real_width() {
-    // W = 320: p = 200/(320R − 120) and the centre band [160 − ⌈60/R⌉, 160 + ⌈60/R⌉) forced (SPEC.md §9c).
+    // W = 320: p = 200/(320R − 120) and the centre band [160 − ⌈60/R⌉, 160 + ⌈60/R⌉) forced (docs/method.md §9c).
     for (r, tol) in [(4.0, 0.002), (6.0, 0.002), (8.0, 0.005), (10.0, 0.005)] {
         let op = KSpace::random_lines(4096, &[1, 1, 320], r, 11).unwrap();
         let mask = op.mask();

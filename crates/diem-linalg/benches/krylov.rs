@@ -1,4 +1,4 @@
-//! Criterion benches of the batched Krylov solvers (SPEC.md §6) on `tch::Tensor`, CPU.
+//! Criterion benches of the batched Krylov solvers (docs/method.md §6) on `tch::Tensor`, CPU.
 //!
 //! Operator: a fixed SPD diagonal-plus-low-rank map `K v = D ⊙ v + U (Uᵀ v)` (rank 8) applied matrix-free to
 //! every row; shapes `[N, d]` = `[8192, 5]` (manifold E-step) and `[256, 3072]` (CIFAR); f32 model dtype with

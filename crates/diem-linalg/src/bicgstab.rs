@@ -1,10 +1,10 @@
-//! BiCGSTAB with JAX semantics (SPEC.md §6.3; \[ref\] option `method = 'bicgstab'`).
+//! BiCGSTAB with JAX semantics (docs/method.md §6.3; the authors' code's option `method = 'bicgstab'`).
 
 use crate::report::{accumulate, finish, plain, start, work, KrylovParams, Solved, SolvedWithImage, Tail};
 use crate::space::{Image, Masks, NoImage, Scalars, VectorSpace};
 
 /// Solves `K x = b` for non-symmetric `K` by BiCGSTAB, at most `max_iter` iterations (two operator applications
-/// each) and an optional relative tolerance (SPEC.md §6.3). See [`bicgstab_with`].
+/// each) and an optional relative tolerance (docs/method.md §6.3). See [`bicgstab_with`].
 pub fn bicgstab<V: VectorSpace>(
     op: impl Fn(&V) -> V,
     b: &V,
@@ -15,7 +15,7 @@ pub fn bicgstab<V: VectorSpace>(
     bicgstab_with(op, b, x0, &KrylovParams::new(max_iter).with_rtol(rtol))
 }
 
-/// BiCGSTAB with full parameters (SPEC.md §6.3).
+/// BiCGSTAB with full parameters (docs/method.md §6.3).
 ///
 /// Recurrence, per system (θ = `rtol`, or the `f64` epsilon without a tolerance):
 ///

@@ -1,10 +1,10 @@
-//! Conjugate gradient (paper Alg. 4; \[ref\]; \[azula\]), with an optional curvature safeguard.
+//! Conjugate gradient (paper Alg. 4; the authors' code; azula), with an optional curvature safeguard.
 
 use crate::report::{accumulate, finish, plain, start, work, KrylovParams, Solved, SolvedWithImage, Tail};
 use crate::space::{Image, Masks, NoImage, Scalars, VectorSpace};
 
 /// Solves `K x = b` for symmetric positive-definite `K` by conjugate gradients, with a budget of `max_iter`
-/// operator applications and an optional relative tolerance (SPEC.md §6.1). See [`cg_with`].
+/// operator applications and an optional relative tolerance (docs/method.md §6.1). See [`cg_with`].
 pub fn cg<V: VectorSpace>(
     op: impl Fn(&V) -> V,
     b: &V,
@@ -15,7 +15,7 @@ pub fn cg<V: VectorSpace>(
     cg_with(op, b, x0, &KrylovParams::new(max_iter).with_rtol(rtol))
 }
 
-/// Conjugate gradients with full parameters (SPEC.md §6.1).
+/// Conjugate gradients with full parameters (docs/method.md §6.1).
 ///
 /// Recurrence, per system (`x_0 = 0` skips the operator call and starts from `r = b`):
 ///

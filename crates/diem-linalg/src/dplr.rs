@@ -1,8 +1,8 @@
-//! Diagonal-plus-low-rank (DPLR) matrices `M = diag(D) + U V` (SPEC.md §7.1).
+//! Diagonal-plus-low-rank (DPLR) matrices `M = diag(D) + U V` (docs/method.md §7.1).
 //!
 //! `D ∈ R^N`, `U ∈ R^{N×r}`, `V ∈ R^{r×N}`, all batched over leading dimensions that broadcast against each
 //! other: `D: [..., N]`, `U: [..., N, r]`, `V: [..., r, N]`. A rank of zero (no `U`, `V`) is a pure diagonal.
-//! PPCA (SPEC.md §7.3) produces the symmetric case `V = Uᵀ`.
+//! PPCA (docs/method.md §7.3) produces the symmetric case `V = Uᵀ`.
 //!
 //! | operation | formula |
 //! | --- | --- |
@@ -32,7 +32,7 @@
 use crate::error::{LinalgError, Result};
 use tch::{Device, Kind, Tensor};
 
-/// A (batched) diagonal-plus-low-rank matrix `M = diag(D) + U V` (SPEC.md §7.1).
+/// A (batched) diagonal-plus-low-rank matrix `M = diag(D) + U V` (docs/method.md §7.1).
 ///
 /// Operations never form the `N × N` matrix except [`Dplr::to_dense`]; the Woodbury identity reduces solves,
 /// inverses and determinants to `r × r` problems.
@@ -230,7 +230,7 @@ impl Dplr {
         v.matmul(&x.unsqueeze(-1))
     }
 
-    /// The product `M x = D ⊙ x + U (V x)` (SPEC.md §7.1); `x: [..., N]`, broadcasting over batch dims.
+    /// The product `M x = D ⊙ x + U (V x)` (docs/method.md §7.1); `x: [..., N]`, broadcasting over batch dims.
     pub fn f_matvec(&self, x: &Tensor) -> Result<Tensor> {
         self.check_vec("Dplr::matvec", x)?;
         let dx = &self.d * x;
@@ -252,7 +252,7 @@ impl Dplr {
         }
     }
 
-    /// `M + c I = DPLR(D + c, U, V)` (SPEC.md §7.1).
+    /// `M + c I = DPLR(D + c, U, V)` (docs/method.md §7.1).
     pub fn add_scalar(&self, c: f64) -> Self {
         Self { d: &self.d + c, ..self.clone() }
     }
@@ -275,7 +275,7 @@ impl Dplr {
         }
     }
 
-    /// Left scaling `diag(c) M = DPLR(c ⊙ D, diag(c) U, V)` (SPEC.md §7.1); `c: [..., N]`.
+    /// Left scaling `diag(c) M = DPLR(c ⊙ D, diag(c) U, V)` (docs/method.md §7.1); `c: [..., N]`.
     pub fn scale_left(&self, c: &Tensor) -> Result<Self> {
         self.check_vec("Dplr::scale_left", c)?;
         Self::new(
@@ -285,7 +285,7 @@ impl Dplr {
         )
     }
 
-    /// Right scaling `M diag(c) = DPLR(D ⊙ c, U, V diag(c))` (SPEC.md §7.1); `c: [..., N]`.
+    /// Right scaling `M diag(c) = DPLR(D ⊙ c, U, V diag(c))` (docs/method.md §7.1); `c: [..., N]`.
     pub fn scale_right(&self, c: &Tensor) -> Result<Self> {
         self.check_vec("Dplr::scale_right", c)?;
         Self::new(
@@ -304,7 +304,7 @@ impl Dplr {
         }
     }
 
-    /// The capacitance matrix `W = I_r + V diag(1/D) U`, `[..., r, r]` (SPEC.md §7.1); `None` at rank 0.
+    /// The capacitance matrix `W = I_r + V diag(1/D) U`, `[..., r, r]` (docs/method.md §7.1); `None` at rank 0.
     pub fn capacitance(&self) -> Option<Tensor> {
         let (u, v) = (self.u.as_ref()?, self.v.as_ref()?);
         let r = self.rank();
@@ -312,7 +312,7 @@ impl Dplr {
         Some(vd.matmul(u) + Tensor::eye(r, (self.kind(), self.device())))
     }
 
-    /// Woodbury solve `M⁻¹ x = x/D − (1/D) ⊙ U W⁻¹ V (x/D)` (SPEC.md §7.1); `x: [..., N]`.
+    /// Woodbury solve `M⁻¹ x = x/D − (1/D) ⊙ U W⁻¹ V (x/D)` (docs/method.md §7.1); `x: [..., N]`.
     pub fn f_solve(&self, x: &Tensor) -> Result<Tensor> {
         self.check_vec("Dplr::solve", x)?;
         let y = x / &self.d;
@@ -337,7 +337,7 @@ impl Dplr {
         }
     }
 
-    /// The inverse as a DPLR: `M⁻¹ = DPLR(1/D, −diag(1/D) U, W⁻¹ V diag(1/D))` (Woodbury, SPEC.md §7.1).
+    /// The inverse as a DPLR: `M⁻¹ = DPLR(1/D, −diag(1/D) U, W⁻¹ V diag(1/D))` (Woodbury, docs/method.md §7.1).
     pub fn f_inverse(&self) -> Result<Self> {
         let dinv = self.d.reciprocal();
         match (&self.u, &self.v, self.capacitance()) {
@@ -363,7 +363,7 @@ impl Dplr {
     }
 
     /// Sign and log-absolute-determinant, each `[...]` (the batch shape):
-    /// `ln|det M| = ln|det W| + Σ_i ln|D_i|`, `sign = sign(det W) Π_i sign(D_i)` (SPEC.md §7.1).
+    /// `ln|det M| = ln|det W| + Σ_i ln|D_i|`, `sign = sign(det W) Π_i sign(D_i)` (docs/method.md §7.1).
     pub fn slogdet(&self) -> (Tensor, Tensor) {
         let sign_d = self.d.sign().prod_dim_int(-1, false, self.kind());
         let log_d = self.d.abs().log().sum_dim_intlist(-1, false, self.kind());
@@ -381,7 +381,7 @@ impl Dplr {
         self.slogdet().1
     }
 
-    /// The diagonal `diag(M)_i = D_i + Σ_k U_ik V_ki` (SPEC.md §7.1), `[..., N]`.
+    /// The diagonal `diag(M)_i = D_i + Σ_k U_ik V_ki` (docs/method.md §7.1), `[..., N]`.
     pub fn diag(&self) -> Tensor {
         match (&self.u, &self.v) {
             (Some(u), Some(v)) => &self.d + (u * v.transpose(-1, -2)).sum_dim_intlist(-1, false, self.kind()),
@@ -396,7 +396,7 @@ impl Dplr {
 
     /// Squared Frobenius norm `Σ D_i² + 2 Σ_i D_i (UV)_ii + Σ (UᵀU) ⊙ (V Vᵀ)`, `[...]`.
     ///
-    /// The last term equals `||U V||_F²` for any `U`, `V` (and `||V U||_F²` of SPEC.md §7.1 when `V = Uᵀ`).
+    /// The last term equals `||U V||_F²` for any `U`, `V` (and `||V U||_F²` of docs/method.md §7.1 when `V = Uᵀ`).
     pub fn frobenius_sq(&self) -> Tensor {
         let k = self.kind();
         let dd = self.d.square().sum_dim_intlist(-1, false, k);

@@ -1,10 +1,10 @@
-//! GMRES with modified Gram–Schmidt Arnoldi and Givens rotations (SPEC.md §6.2; \[bench\]; \[azula\]).
+//! GMRES with modified Gram–Schmidt Arnoldi and Givens rotations (docs/method.md §6.2; the benchmark code; azula).
 
 use crate::report::{accumulate, finish, plain, start, work, KrylovParams, Solved, SolvedWithImage, Tail};
 use crate::space::{Image, Masks, NoImage, Scalars, VectorSpace};
 
 /// Solves `K x = b` for any nonsingular `K` by GMRES without restart, `max_iter` operator applications and an
-/// optional relative tolerance (SPEC.md §6.2). See [`gmres_with`] for restarts and the epsilon.
+/// optional relative tolerance (docs/method.md §6.2). See [`gmres_with`] for restarts and the epsilon.
 pub fn gmres<V: VectorSpace>(
     op: impl Fn(&V) -> V,
     b: &V,
@@ -15,7 +15,7 @@ pub fn gmres<V: VectorSpace>(
     gmres_with(op, b, x0, &KrylovParams::new(max_iter).with_rtol(rtol))
 }
 
-/// GMRES with full parameters (SPEC.md §6.2).
+/// GMRES with full parameters (docs/method.md §6.2).
 ///
 /// One cycle of `n` steps (`n = restart` or the remaining budget), per system, from `r = b − K x`:
 ///

@@ -3,7 +3,7 @@
 use crate::report::{KrylovParams, Solved, SolvedWithImage};
 use crate::space::{Image, VectorSpace};
 
-/// A Krylov method (SPEC.md §6), for code that picks the solver from configuration.
+/// A Krylov method (docs/method.md §6), for code that picks the solver from configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Krylov {
     /// Conjugate gradients (SPD operators), [`cg_with`](crate::cg_with).
@@ -37,7 +37,7 @@ impl Krylov {
     /// For `K v = B v + A (L v)`: every iterate is `x = x0 + Σ c_i p_i` over the vectors `p_i` the operator was
     /// applied to (CG's directions, GMRES's basis, BiCGSTAB's `p` and `s`), so `L x = L x0 + Σ c_i (L p_i)`, with
     /// the same coefficients and the same masking of rejected steps. MMPS uses it to drop its last VJP
-    /// (SPEC.md §5.1, §5.8): `n` VJPs per call with `n` CG or GMRES iterations instead of `n + 1`. The image is
+    /// (docs/method.md §5.1, §5.8): `n` VJPs per call with `n` CG or GMRES iterations instead of `n + 1`. The image is
     /// `None` when no operator input contributed (`x0 = None` and no accepted step), i.e. `L x = 0`; systems whose
     /// solution is zeroed for being non-finite have their image zeroed too.
     ///

@@ -1,6 +1,6 @@
 //! # diem-linalg
 //!
-//! Matrix-free, batched linear algebra for DiEM and MMPS (SPEC.md §6–§7):
+//! Matrix-free, batched linear algebra for DiEM and MMPS (docs/method.md §6–§7):
 //!
 //! - Krylov solvers [`cg()`], [`gmres()`] and [`bicgstab()`] (and their `*_with` forms taking [`KrylovParams`]) over a
 //!   [`VectorSpace`] trait, with the operator passed as a closure `Fn(&V) -> V`. The trait is implemented for

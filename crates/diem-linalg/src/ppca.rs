@@ -1,4 +1,4 @@
-//! Probabilistic PCA fit (SPEC.md §7.3; \[ref\]; Tipping & Bishop 1999).
+//! Probabilistic PCA fit (docs/method.md §7.3; the authors' code; Tipping & Bishop 1999).
 //!
 //! Given samples `x_1..x_S ∈ R^N` and a rank r, fit `N(μ, diag(D·1) + U Uᵀ)`:
 //!
@@ -25,7 +25,7 @@ use tch::{Kind, Tensor};
 /// Which eigensolver the PPCA fit uses for the top-r eigenpairs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PpcaMethod {
-    /// Exact when `dim(C) ≤ 1024` or `r ≥ dim(C)/5` (the \[ref\] rule, with a size cap), subspace iteration
+    /// Exact when `dim(C) ≤ 1024` or `r ≥ dim(C)/5` (the authors' code's rule, with a size cap), subspace iteration
     /// otherwise.
     Auto,
     /// Full symmetric eigendecomposition of C (`torch.linalg.eigh`).
@@ -42,7 +42,7 @@ pub enum PpcaMethod {
 /// Which matrix the eigenpairs are taken from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PpcaPath {
-    /// The covariance when S ≥ N, the Gram matrix otherwise (SPEC.md §7.3).
+    /// The covariance when S ≥ N, the Gram matrix otherwise (docs/method.md §7.3).
     #[default]
     Auto,
     /// Always the N × N covariance `Xᵀ X / S`.
@@ -60,7 +60,7 @@ pub struct PpcaParams {
     pub path: PpcaPath,
     /// Seed of the Gaussian sketch (subspace iteration only).
     pub seed: u64,
-    /// Floor of the residual variance D: `1e-6` for r = N (SPEC.md §7.3) and a guard against a non-positive D
+    /// Floor of the residual variance D: `1e-6` for r = N (docs/method.md §7.3) and a guard against a non-positive D
     /// from round-off or rank-deficient data otherwise.
     pub min_variance: f64,
 }
@@ -72,7 +72,7 @@ impl Default for PpcaParams {
 }
 
 /// PPCA fit with default parameters: `samples: [S, ...]` (flattened to `[S, N]`) → `(μ [N], Σ)`, where
-/// `Σ = DPLR(D·1_N, U, Uᵀ)` has rank `rank` (SPEC.md §7.3). Outputs have the dtype of `samples`.
+/// `Σ = DPLR(D·1_N, U, Uᵀ)` has rank `rank` (docs/method.md §7.3). Outputs have the dtype of `samples`.
 pub fn ppca(samples: &Tensor, rank: usize) -> Result<(Tensor, Dplr)> {
     ppca_with(samples, rank, &PpcaParams::default())
 }
@@ -122,7 +122,7 @@ fn top_eigen_exact(xc: &Tensor, gram: bool, r: i64) -> (Tensor, Tensor) {
     (l.flip([0]).narrow(0, 0, r), q.flip([1]).narrow(1, 0, r))
 }
 
-/// PPCA fit (SPEC.md §7.3) with explicit parameters; see the module docs for the steps.
+/// PPCA fit (docs/method.md §7.3) with explicit parameters; see the module docs for the steps.
 ///
 /// `samples: [S, ...]` with S ≥ 1 (flattened to `[S, N]`); `rank ≤ N`, and `rank ≤ S` on the Gram path.
 /// Returns `μ: [N]` and `Σ = DPLR(D·1_N, U, Uᵀ)` with `U: [N, rank]`, in the dtype of `samples` (the fit

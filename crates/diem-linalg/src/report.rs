@@ -5,9 +5,9 @@ use crate::space::{Image, Masks, NoImage, Reduction, Scalars, VectorSpace};
 
 /// Parameters shared by [`cg`](crate::cg()), [`gmres`](crate::gmres()) and [`bicgstab`](crate::bicgstab()).
 ///
-/// `rtol: None` (the default) runs exactly `max_iter` iterations with no host synchronization (\[azula\],
-/// \[bench\]). `Some(rtol)` freezes each system once `||r||² ≤ rtol² ||b||²` and stops when all are frozen, which
-/// reads one flag back from the device per iteration (\[ref\], SPEC.md §6).
+/// `rtol: None` (the default) runs exactly `max_iter` iterations with no host synchronization (azula,
+/// the benchmark code). `Some(rtol)` freezes each system once `||r||² ≤ rtol² ||b||²` and stops when all are frozen, which
+/// reads one flag back from the device per iteration (the authors' code, docs/method.md §6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KrylovParams {
     /// Iteration budget (operator applications: one per iteration for CG and GMRES, two for BiCGSTAB).
@@ -107,7 +107,7 @@ impl KrylovParams {
 pub struct SolveReport<S: Scalars> {
     /// Iterations run (the loop count shared by all systems; frozen systems stop changing earlier).
     pub iterations: usize,
-    /// Operator applications made (skips the one for `x0 = 0`, SPEC.md §12.2).
+    /// Operator applications made (skips the one for `x0 = 0`, docs/method.md §12.2).
     pub applications: usize,
     /// Per-system residual norm `||b − K x||` of the returned iterate, as tracked by the recurrence (GMRES: the
     /// Givens estimate `|g_n|`).

@@ -1,4 +1,4 @@
-//! The vector-space abstraction the Krylov solvers are written against (SPEC.md §6).
+//! The vector-space abstraction the Krylov solvers are written against (docs/method.md §6).
 //!
 //! A value of a [`VectorSpace`] type holds the vectors of one or more *independent* linear systems. Every scalar
 //! a Krylov recurrence needs (α, β, ρ, ω, Hessenberg entries, Givens rotations) is a [`Scalars`] value that holds
@@ -11,7 +11,7 @@
 //! - `tch::Tensor` of shape `[N, ...]`: N systems (the trailing dimensions of a row form one vector); scalars are
 //!   [`TensorScalars`] of shape `[N, 1, ..., 1]` in `f64`, so they broadcast against the rows, and masks are
 //!   [`TensorMask`] (boolean, same shape). With [`Reduction::Global`] the whole tensor is one vector (the JAX
-//!   behaviour of \[ref\]) and scalars have shape `[1, ..., 1]`.
+//!   behaviour of the authors' code) and scalars have shape `[1, ..., 1]`.
 //!
 //! Inner products always accumulate in `f64`. The solvers can also run their whole state in `f64`
 //! ([`VectorSpace::to_work`]) and cast each operator input back to the model dtype ([`VectorSpace::to_model`]).
@@ -19,13 +19,13 @@
 use ndarray::Array1;
 use tch::{Device, Kind, Tensor};
 
-/// How inner products reduce a batch (SPEC.md §6).
+/// How inner products reduce a batch (docs/method.md §6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reduction {
     /// One system per leading index: `<u, v>_n = Σ_j u_{n,j} v_{n,j}` (project default).
     #[default]
     PerSystem,
-    /// The whole batch is one vector, as JAX's solvers in \[ref\]: one set of step sizes for all rows.
+    /// The whole batch is one vector, as JAX's solvers in the authors' code: one set of step sizes for all rows.
     Global,
 }
 
@@ -83,7 +83,7 @@ pub trait Scalars: Sized {
     fn to_vec(&self) -> Vec<f64>;
 }
 
-/// A batch of vectors from independent linear systems: what CG, GMRES and BiCGSTAB need (SPEC.md §6).
+/// A batch of vectors from independent linear systems: what CG, GMRES and BiCGSTAB need (docs/method.md §6).
 ///
 /// Values are treated as immutable: every operation returns a new value.
 pub trait VectorSpace: Sized {
@@ -237,7 +237,7 @@ impl_array1!(f64);
 // Images: a second vector carried beside each operator input.
 
 /// The image `L v` of a solver's vector under a fixed linear map `L`, carried beside the Krylov iterate
-/// (SPEC.md §5.8).
+/// (docs/method.md §5.8).
 ///
 /// When the operator is a composition `K v = B v + A (L v)` that computes `L v` anyway (MMPS: `L v = σ² Jᵀ Aᵀ v`,
 /// one VJP), every iterate `x` is a combination `Σ c_i p_i` of vectors `p_i` the operator was applied to, so

@@ -1,4 +1,4 @@
-//! The manifold experiment's configuration and its presets (SPEC.md §9a, §13).
+//! The manifold experiment's configuration and its presets (docs/method.md §9a, §13).
 
 use diem_models::{MlpConfig, NetworkConfig};
 use serde::{Deserialize, Serialize};
@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ManifoldError, Result};
 use diem_em::config::{EmConfig, SamplerSpec};
 
-/// How the data are generated (SPEC.md §9a).
+/// How the data are generated (docs/method.md §9a).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -25,7 +25,7 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
-    /// SPEC.md §9a with `points` observations: m = 1, n = 5, A_i ∈ R^{2×5}, σ_y = 1e-2.
+    /// docs/method.md §9a with `points` observations: m = 1, n = 5, A_i ∈ R^{2×5}, σ_y = 1e-2.
     pub fn with_points(points: i64) -> Self {
         Self { seed: 0, points, manifold_dim: 1, ambient_dim: 5, observed_dim: 2, noise_std: 1e-2 }
     }
@@ -56,7 +56,7 @@ impl DataConfig {
     }
 }
 
-/// How every prior (the initial Gaussian and each lap's model) is evaluated (SPEC.md §9a "Metric").
+/// How every prior (the initial Gaussian and each lap's model) is evaluated (docs/method.md §9a "Metric").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
@@ -109,7 +109,7 @@ pub struct ManifoldConfig {
 }
 
 impl ManifoldConfig {
-    /// The paper's configuration (SPEC.md §9a, Table 2; GPU scale): 65,536 observations, 32 laps of 65,536
+    /// The paper's configuration (docs/method.md §9a, Table 2; GPU scale): 65,536 observations, 32 laps of 65,536
     /// steps at batch 1024, the 3×256 MLP, PC with T = 4096, C = 1, τ = 0.1, the Tweedie covariance with
     /// CG 3, and the 16,384-point Sinkhorn at λ = 1e-3.
     pub fn paper() -> Self {
@@ -130,7 +130,7 @@ impl ManifoldConfig {
         }
     }
 
-    /// The reference code's configuration (SPEC.md §13): the paper's data and metric with 64 laps and the
+    /// The reference code's configuration (docs/method.md §13): the paper's data and metric with 64 laps and the
     /// `cov_x` heuristic (the fixed Gaussian-fit covariance) solved by CG to rtol 1e-3.
     pub fn reference() -> Self {
         let mut c = Self::paper();

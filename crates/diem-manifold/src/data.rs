@@ -1,4 +1,4 @@
-//! The manifold experiment's data (SPEC.md §9a): ground truth on a random smooth curve in R^5, one random
+//! The manifold experiment's data (docs/method.md §9a): ground truth on a random smooth curve in R^5, one random
 //! 2×5 projection with unit-sphere rows per point, isotropic noise σ_y = 1e-2, and the two disjoint
 //! ground-truth subsets the Sinkhorn metric compares against.
 
@@ -23,7 +23,7 @@ pub struct ManifoldData {
 }
 
 impl ManifoldData {
-    /// Generates the data of SPEC.md §9a from `config` on `device`:
+    /// Generates the data of docs/method.md §9a from `config` on `device`:
     ///
     /// ```text
     /// x_i = randman(z_i),  z_i ~ U(0, 1)      (m = 1, α = 3, ε = 1e-3, features normalized to [−2, 2])
@@ -83,7 +83,7 @@ impl ManifoldData {
 }
 
 /// Keeps the rows of `x: [N, n]` whose every coordinate lies strictly inside `(−bound, bound)`
-/// (SPEC.md §8–9a: the manifold's filter uses bound = 3). Returns the kept rows (possibly none).
+/// (docs/method.md §8–9a: the manifold's filter uses bound = 3). Returns the kept rows (possibly none).
 pub fn filter_inside(x: &Tensor, bound: f64) -> Tensor {
     let inside = x.abs().lt(bound).all_dim(1, false);
     x.index_select(0, &inside.nonzero().squeeze_dim(1))

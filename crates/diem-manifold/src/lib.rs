@@ -1,4 +1,4 @@
-//! The low-dimensional manifold experiment (SPEC.md §9a, paper §5.1): DiEM learns a prior over a random
+//! The low-dimensional manifold experiment (docs/method.md §9a, paper §5.1): DiEM learns a prior over a random
 //! smooth 1-D curve in R^5 from noisy 2-D random projections of its points, starting from a Gaussian fit.
 //!
 //! - [`ManifoldData::generate`]: the ground truth (the `randman` generator of [`diem_models::Randman`]), one

@@ -21,7 +21,7 @@ pub const GAUSSIAN_CORNER_FILE: &str = "corner-gaussian.png";
 /// The file name of a lap's corner plot in its `lap-NNN` directory.
 pub const LAP_CORNER_FILE: &str = "corner.png";
 
-/// Evaluates every prior of a manifold run (SPEC.md §9a) and writes the report.
+/// Evaluates every prior of a manifold run (docs/method.md §9a) and writes the report.
 #[derive(Debug)]
 pub struct ManifoldObserver {
     config: ManifoldConfig,

@@ -1,4 +1,4 @@
-//! Per-lap evaluation of the manifold experiment and its report (SPEC.md §9a): Sinkhorn divergence of prior
+//! Per-lap evaluation of the manifold experiment and its report (docs/method.md §9a): Sinkhorn divergence of prior
 //! samples to held-out ground truth, corner plots against the truth, `report.md` and the divergence curve.
 
 use std::fmt::Write as _;
@@ -16,7 +16,7 @@ use diem_em::config::{Covariance as EmCovariance, PosteriorMethod, SamplerSpec, 
 use diem_em::io::write_atomic;
 use diem_models::{LrSchedule, NetworkConfig};
 
-/// The filter bound of SPEC.md §8: samples must lie strictly inside `(−3, 3)` in every coordinate.
+/// The filter bound of docs/method.md §8: samples must lie strictly inside `(−3, 3)` in every coordinate.
 pub const FILTER_BOUND: f64 = 3.0;
 
 /// The file name of the report inside the run directory.
@@ -134,7 +134,7 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// Prepares the metric of SPEC.md §9a: `u1`, `u2` from `data`, λ, iteration cap and tolerance from
+    /// Prepares the metric of docs/method.md §9a: `u1`, `u2` from `data`, λ, iteration cap and tolerance from
     /// `config.metric`. Computes `OT_λ(u1, u2)` once.
     ///
     /// # Errors
@@ -154,7 +154,7 @@ impl Evaluator {
         self.baseline
     }
 
-    /// The divergence `S(v) = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` of SPEC.md §9a, where v are the rows
+    /// The divergence `S(v) = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` of docs/method.md §9a, where v are the rows
     /// of `samples` strictly inside (−3, 3), truncated to as many points as u1. Returns the divergence and
     /// the kept fraction.
     ///
@@ -310,7 +310,7 @@ pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_sec
     let _ = writeln!(s, "# Manifold experiment ({})\n", config.preset);
     let _ = writeln!(
         s,
-        "SPEC.md §9a: DiEM on a random 1-D manifold in R^{}, observed through random {}×{} projections with",
+        "docs/method.md §9a: DiEM on a random 1-D manifold in R^{}, observed through random {}×{} projections with",
         d.ambient_dim, d.observed_dim, d.ambient_dim
     );
     let _ = writeln!(s, "unit-sphere rows and noise σ_y = {:e}.\n", d.noise_std);
@@ -349,7 +349,7 @@ pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_sec
         s,
         "The divergence is `S(v) = max(OT_λ(u1, v) − OT_λ(u1, u2), 1e-6)` with u1, u2 disjoint ground-truth"
     );
-    let _ = writeln!(s, "sets and v the prior's samples inside (−3, 3) (SPEC.md §9a). Lap `gaussian` is the initial Gaussian prior");
+    let _ = writeln!(s, "sets and v the prior's samples inside (−3, 3) (docs/method.md §9a). Lap `gaussian` is the initial Gaussian prior");
     let _ = writeln!(
         s,
         "(its E-step column is the Gaussian EM fit); lap 0's wall time includes the initial E-step π_0.\n"

@@ -44,7 +44,7 @@ pub struct ExperimentSummary {
     pub seconds: f64,
 }
 
-/// Runs the manifold experiment of `config` in `out` (SPEC.md §9a): generates the data, creates the EM run
+/// Runs the manifold experiment of `config` in `out` (docs/method.md §9a): generates the data, creates the EM run
 /// (or resumes it, see [`RunOptions`]), evaluates the initial Gaussian and every lap with a
 /// [`ManifoldObserver`], and writes `report.md`.
 ///

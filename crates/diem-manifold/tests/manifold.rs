@@ -1,4 +1,4 @@
-//! End-to-end test of the manifold experiment (SPEC.md §9a) at tiny sizes: data, Gaussian initialization,
+//! End-to-end test of the manifold experiment (docs/method.md §9a) at tiny sizes: data, Gaussian initialization,
 //! laps, evaluation, plots and report.
 
 use diem_manifold::{
@@ -98,7 +98,7 @@ fn data_follow_the_spec() {
 
 #[test]
 fn mlp_flops_are_counted_per_linear_layer() {
-    // SPEC.md §9a's MLP: [c_in x (5), emb (64)] → 256 → 256 → 256 → 5.
+    // docs/method.md §9a's MLP: [c_in x (5), emb (64)] → 256 → 256 → 256 → 5.
     let paper = ManifoldConfig::paper();
     let macs = diem_manifold::mlp_macs(&paper.em.network).unwrap();
     assert_eq!(macs, (69 * 256 + 256 * 256 + 256 * 256 + 256 * 5) as f64);

@@ -1,4 +1,4 @@
-//! FID and Inception Score at the scale of SPEC.md §9b, with timings.
+//! FID and Inception Score at the scale of docs/method.md §9b, with timings.
 //!
 //! Without arguments: FID between two synthetic Inception-sized feature sets (N × 2048, Gaussian with a shared
 //! random covariance, one mean shifted), which times [`FeatureStats::from_features`] and

@@ -1,4 +1,4 @@
-//! Fréchet Inception Distance between feature statistics (SPEC.md §9b "Evaluation").
+//! Fréchet Inception Distance between feature statistics (docs/method.md §9b "Evaluation").
 
 use std::path::{Path, PathBuf};
 
@@ -163,7 +163,7 @@ fn temporary_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Fréchet distance between the Gaussians fitted to two feature sets (SPEC.md §9b, the FID):
+/// Fréchet distance between the Gaussians fitted to two feature sets (docs/method.md §9b, the FID):
 ///
 /// ```text
 /// FID = ||μ1 − μ2||² + tr(Σ1) + tr(Σ2) − 2 tr((Σ1 Σ2)^{1/2}),

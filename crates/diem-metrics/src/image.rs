@@ -1,4 +1,4 @@
-//! Image-quality metrics on batches `[N, C, H, W]` (SPEC.md §9d): PSNR and SSIM, one value per image.
+//! Image-quality metrics on batches `[N, C, H, W]` (docs/method.md §9d): PSNR and SSIM, one value per image.
 
 use tch::{Kind, Tensor};
 

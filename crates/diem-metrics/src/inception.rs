@@ -1,4 +1,4 @@
-//! FID and Inception Score from a user-supplied Inception TorchScript file (SPEC.md §9b "Evaluation", §11.1).
+//! FID and Inception Score from a user-supplied Inception TorchScript file (docs/method.md §9b "Evaluation", §11.1).
 //!
 //! The project ships no network weights: the user exports torch-fidelity's Inception-v3 (the TensorFlow-FID
 //! compatible `inception-v3-compat` with `pt_inception-2015-12-05` weights) once, as TorchScript, and passes the
@@ -217,7 +217,7 @@ pub struct FidIs {
 /// FID of `images` against `reference` statistics ([`frechet_distance`]) and, when the network gives logits, the
 /// Inception Score with `splits` splits after torch-fidelity's default shuffle
 /// ([`inception_score_shuffled`] with seed 2020) — torch-fidelity's defaults
-/// (SPEC.md §9b "Evaluation").
+/// (docs/method.md §9b "Evaluation").
 ///
 /// `images` is `[N, 3, H, W]` in `[0, 255]` (use [`to_uint8_range`]); the network runs in batches of `batch`.
 pub fn fid_is(

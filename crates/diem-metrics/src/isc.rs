@@ -1,4 +1,4 @@
-//! Inception Score as torch-fidelity computes it (SPEC.md §9b "Evaluation": IS with 10 splits).
+//! Inception Score as torch-fidelity computes it (docs/method.md §9b "Evaluation": IS with 10 splits).
 
 use tch::{Kind, Tensor};
 

@@ -1,4 +1,4 @@
-//! Sample-quality metrics for diem (SPEC.md §9a, §9d, §10.5, §12.1).
+//! Sample-quality metrics for diem (docs/method.md §9a, §9d, §10.5, §12.1).
 //!
 //! - [`Sinkhorn`]: entropic optimal transport between point clouds by log-domain Sinkhorn iterations, in
 //!   bounded memory, with the reference's two-sample divergence ([`Sinkhorn::two_sample_divergence`]) and the
@@ -6,12 +6,12 @@
 //!   approaches for Gaussians.
 //! - [`moment_errors`]: relative errors of a sample set's mean and covariance.
 //! - [`psnr`] and [`ssim`]: per-image quality of reconstructions.
-//! - FID and Inception Score (SPEC.md §9b, §11.1) from a user-supplied Inception TorchScript file:
+//! - FID and Inception Score (docs/method.md §9b, §11.1) from a user-supplied Inception TorchScript file:
 //!   [`InceptionNet`] runs the network, [`FeatureStats`] holds (and caches as `.npz`) a feature set's mean and
 //!   covariance, [`frechet_distance`] is the FID, [`inception_score`] / [`inception_score_shuffled`] the IS as
 //!   torch-fidelity computes it, [`fid_is`] does both for a batch of generated images, and [`to_uint8_range`]
 //!   quantizes diem images like a uint8 PNG first. The [`inception`] module docs show how to export the file.
-//! - [`Lpips`] (SPEC.md §9d): LPIPS distances from a user-supplied TorchScript file (export in [`lpips`]).
+//! - [`Lpips`] (docs/method.md §9d): LPIPS distances from a user-supplied TorchScript file (export in [`lpips`]).
 //!
 //! No network weights ship with the crate and nothing is downloaded: the TorchScript files are the user's.
 //!

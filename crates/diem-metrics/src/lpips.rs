@@ -1,4 +1,4 @@
-//! LPIPS from a user-supplied TorchScript file (SPEC.md §9d "Protocol": LPIPS (AlexNet) on the FFHQ benchmark).
+//! LPIPS from a user-supplied TorchScript file (docs/method.md §9d "Protocol": LPIPS (AlexNet) on the FFHQ benchmark).
 //!
 //! # The contract
 //!
@@ -19,7 +19,7 @@
 //!
 //! Trace at the resolution you evaluate (256×256 for FFHQ): a trace may bake in the example's sizes.
 //!
-//! SPEC.md §9d computes the metrics on `clip((x + 1)/2, 0, 1)`; LPIPS takes that image mapped back to `[−1, 1]`,
+//! docs/method.md §9d computes the metrics on `clip((x + 1)/2, 0, 1)`; LPIPS takes that image mapped back to `[−1, 1]`,
 //! i.e. `2 clip((x + 1)/2, 0, 1) − 1 = clip(x, −1, 1)`.
 //!
 //! ```no_run

@@ -1,4 +1,4 @@
-//! Moment errors of a sample set against known moments (SPEC.md §12.1 item 7; issue 6's 2 % criterion).
+//! Moment errors of a sample set against known moments (docs/method.md §12.1 item 7; issue 6's 2 % criterion).
 
 use tch::{Kind, Tensor};
 

@@ -1,4 +1,4 @@
-//! Entropic optimal transport between point clouds by log-domain Sinkhorn iterations (SPEC.md §9a, §10.5).
+//! Entropic optimal transport between point clouds by log-domain Sinkhorn iterations (docs/method.md §9a, §10.5).
 //!
 //! For points `u_1..u_n` and `v_1..v_m` with uniform weights, cost `M_ij = ||u_i − v_j||²` and
 //! regularization λ applied to `M` itself, the log-scalings `f ∈ R^n`, `g ∈ R^m` follow
@@ -19,7 +19,7 @@
 //! 11,801 on 256 points (release build, one thread).
 //!
 //! The cost matrix is never held whole when it would exceed [`Sinkhorn::max_block_bytes`]: it is recomputed in
-//! row or column blocks at every half-iteration, so 16,384² problems run in bounded memory (SPEC.md §12.2).
+//! row or column blocks at every half-iteration, so 16,384² problems run in bounded memory (docs/method.md §12.2).
 
 use std::ops::Range;
 
@@ -27,10 +27,10 @@ use tch::{Kind, Tensor};
 
 use crate::error::{check_points, MetricsError, Result};
 
-/// The floor of the two-sample divergence (SPEC.md §9a).
+/// The floor of the two-sample divergence (docs/method.md §9a).
 pub const DIVERGENCE_FLOOR: f64 = 1e-6;
 
-/// Settings of the log-domain Sinkhorn solver. [`Default`] gives SPEC.md §9a's values.
+/// Settings of the log-domain Sinkhorn solver. [`Default`] gives docs/method.md §9a's values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sinkhorn {
     /// Entropic regularization λ, applied to the unnormalized squared-distance cost (default 1e-3).
@@ -293,7 +293,7 @@ impl Sinkhorn {
             .f_add(&g.f_unsqueeze(0)?)?)
     }
 
-    /// The two-sample bias-corrected divergence of SPEC.md §9a:
+    /// The two-sample bias-corrected divergence of docs/method.md §9a:
     /// `S(v) = max( OT_λ(u1, v) − OT_λ(u1, u2), 1e-6 )`, where `u1` and `u2` are disjoint samples of the truth.
     pub fn two_sample_divergence(&self, u1: &Tensor, u2: &Tensor, v: &Tensor) -> Result<f64> {
         let against = self.ot(u1, v)?.cost;

@@ -1,4 +1,4 @@
-//! Vector-Jacobian products through libtorch's autograd (SPEC.md §3.4, §5.1).
+//! Vector-Jacobian products through libtorch's autograd (docs/method.md §3.4, §5.1).
 //!
 //! MMPS never forms a Jacobian: it needs `J^T u` for several cotangents `u` per sampling step, all from one
 //! forward pass. [`vjp`] computes `J^T u = ∇_x <f(x), u>` with `keep_graph` so the graph can be reused.
@@ -10,7 +10,7 @@ use tch::Tensor;
 /// Computed as the gradient of `<output, u>` with respect to `input`, i.e. `Σ_j u_j ∂output_j/∂input`.
 /// `input` must require gradients and `output` must have been computed from it with gradients enabled;
 /// `cotangent` has `output`'s shape. With `keep_graph`, the forward graph survives for further VJPs
-/// (SPEC.md §12.2 "Graph lifetime"); without it the graph is freed.
+/// (docs/method.md §12.2 "Graph lifetime"); without it the graph is freed.
 ///
 /// # Errors
 /// Fails (instead of panicking) when the shapes differ or `output` does not depend on `input`.

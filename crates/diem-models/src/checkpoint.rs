@@ -1,4 +1,4 @@
-//! Checkpoints of a [`PriorModel`] (DESIGN.md "Files"): a directory with
+//! Checkpoints of a [`PriorModel`] (docs/architecture.md "Files"): a directory with
 //!
 //! - `config.json`: [`CheckpointConfig`] (versioned; unknown keys are rejected);
 //! - `weights.safetensors`: every network variable by name, plus the prior mean `μ_x` as `prior_mean`;

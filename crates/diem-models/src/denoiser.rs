@@ -1,4 +1,4 @@
-//! The [`Denoiser`] trait and the Tweedie formulas built on it (SPEC.md §3.1, §3.4).
+//! The [`Denoiser`] trait and the Tweedie formulas built on it (docs/method.md §3.1, §3.4).
 //!
 //! A denoiser is the map `(x_t, σ) ↦ E[x | x_t]` for `x_t = x + σ z`. Every sampler and every posterior
 //! denoiser sees a prior only through this trait. Implementations must be differentiable with respect to
@@ -9,7 +9,7 @@ use tch::Tensor;
 use crate::autograd::vjp;
 use crate::error::{Error, Result};
 
-/// A batched, differentiable denoiser `d(x_t, σ) = E[x | x_t]` (SPEC.md §3.1).
+/// A batched, differentiable denoiser `d(x_t, σ) = E[x | x_t]` (docs/method.md §3.1).
 ///
 /// Shapes: `x_t` is `[N, ...]` (batch first, any per-sample shape) and `σ` is `[N]` (one noise level per
 /// sample) or `[]` (shared); the output has `x_t`'s shape. Implementations run in evaluation mode (no
@@ -19,7 +19,7 @@ pub trait Denoiser {
     fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor;
 
     /// The prior mean `μ_x` carried by the model (per-sample shape), if any. Samplers start at
-    /// `μ_x + σ_max z` when it is present (SPEC.md §4.1, §12.2 "Starting mean").
+    /// `μ_x + σ_max z` when it is present (docs/method.md §4.1, §12.2 "Starting mean").
     fn prior_mean(&self) -> Option<&Tensor> {
         None
     }
@@ -68,14 +68,14 @@ pub fn sigma_like(sigma: &Tensor, x: &Tensor) -> Tensor {
     sigma.reshape(shape)
 }
 
-/// The score from a denoiser, `∇ log p(x_t) = (d(x_t, σ) − x_t) / σ²` (SPEC.md §3.4).
+/// The score from a denoiser, `∇ log p(x_t) = (d(x_t, σ) − x_t) / σ²` (docs/method.md §3.4).
 pub fn score(denoiser: &(impl Denoiser + ?Sized), x_t: &Tensor, sigma: &Tensor) -> Tensor {
     let s = sigma_like(sigma, x_t);
     (denoiser.denoise(x_t, sigma) - x_t) / (&s * &s)
 }
 
 /// The dense Jacobian `J = ∂d(x_t, σ)/∂x_t` of every sample, `[N, D, D]` with `D` the per-sample size, by
-/// `D` vector-Jacobian products through one forward graph (SPEC.md §3.4). Row `i` of `J_n` is `J_n^T e_i`.
+/// `D` vector-Jacobian products through one forward graph (docs/method.md §3.4). Row `i` of `J_n` is `J_n^T e_i`.
 ///
 /// Meant for small `D` (tests, the synthetic study): it costs `D` backward passes.
 ///
@@ -100,7 +100,7 @@ pub fn jacobian(denoiser: &(impl Denoiser + ?Sized), x_t: &Tensor, sigma: &Tenso
     Ok(Tensor::stack(&rows, 1))
 }
 
-/// The Tweedie covariance `Cov[x | x_t] = σ² J` (SPEC.md §3.4, eq. 5), dense `[N, D, D]`, via [`jacobian`].
+/// The Tweedie covariance `Cov[x | x_t] = σ² J` (docs/method.md §3.4, eq. 5), dense `[N, D, D]`, via [`jacobian`].
 ///
 /// # Errors
 /// As [`jacobian`].

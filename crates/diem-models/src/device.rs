@@ -1,6 +1,6 @@
 //! Device selection: CUDA when available, else CPU, overridable by the user.
 //!
-//! Libraries never pick a device themselves (DESIGN.md, "Tensors"): the binaries resolve a
+//! Libraries never pick a device themselves (docs/architecture.md, "Tensors"): the binaries resolve a
 //! [`DeviceChoice`] once, from a flag or the [`DEVICE_VAR`] environment variable, and pass the resulting
 //! [`tch::Device`] down.
 

@@ -1,5 +1,5 @@
-//! EDM preconditioning around a noise-conditional network (SPEC.md §3.1) and the denoising score-matching
-//! loss (SPEC.md §3.3).
+//! EDM preconditioning around a noise-conditional network (docs/method.md §3.1) and the denoising score-matching
+//! loss (docs/method.md §3.3).
 //!
 //! ```text
 //! d_θ(x_t, σ) = c_skip(σ) x_t + c_out(σ) F_θ(c_in(σ) x_t, emb(c_noise(σ)))
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// A free noise-conditional network `F_θ(u, e)`: `u` has the data's shape `[N, ...]`, `e` is the noise
 /// embedding `[N, E]`; the output has `u`'s shape. `train` switches dropout on; it must be `false` for
-/// sampling (SPEC.md §3.3).
+/// sampling (docs/method.md §3.3).
 pub trait NoiseConditionalNet: std::fmt::Debug {
     /// `F_θ(u, e)`.
     fn forward_t(&self, u: &Tensor, emb: &Tensor, train: bool) -> Tensor;
@@ -36,33 +36,33 @@ impl<N: NoiseConditionalNet + ?Sized> NoiseConditionalNet for Box<N> {
     }
 }
 
-/// `c_skip(σ) = 1/(σ² + 1)` (SPEC.md §3.1).
+/// `c_skip(σ) = 1/(σ² + 1)` (docs/method.md §3.1).
 pub fn c_skip(sigma: f64) -> f64 {
     1.0 / (sigma * sigma + 1.0)
 }
 
-/// `c_out(σ) = σ / sqrt(σ² + 1)` (SPEC.md §3.1).
+/// `c_out(σ) = σ / sqrt(σ² + 1)` (docs/method.md §3.1).
 pub fn c_out(sigma: f64) -> f64 {
     sigma / (sigma * sigma + 1.0).sqrt()
 }
 
-/// `c_in(σ) = 1 / sqrt(σ² + 1)` (SPEC.md §3.1).
+/// `c_in(σ) = 1 / sqrt(σ² + 1)` (docs/method.md §3.1).
 pub fn c_in(sigma: f64) -> f64 {
     1.0 / (sigma * sigma + 1.0).sqrt()
 }
 
-/// `c_noise(σ) = ln σ` (SPEC.md §3.1; \[ref\] has no factor ¼).
+/// `c_noise(σ) = ln σ` (docs/method.md §3.1; the authors' code has no factor ¼).
 pub fn c_noise(sigma: f64) -> f64 {
     sigma.ln()
 }
 
-/// The loss weight `λ(σ) = 1/σ² + 1` (SPEC.md §3.3), so that `λ c_out² = 1`.
+/// The loss weight `λ(σ) = 1/σ² + 1` (docs/method.md §3.3), so that `λ c_out² = 1`.
 pub fn loss_weight(sigma: f64) -> f64 {
     1.0 / (sigma * sigma) + 1.0
 }
 
-/// The EDM-preconditioned denoiser `d_θ` around a network `F_θ` (SPEC.md §3.1), with an optional prior mean
-/// `μ_x` that samplers use as their starting mean (SPEC.md §4.1, §8).
+/// The EDM-preconditioned denoiser `d_θ` around a network `F_θ` (docs/method.md §3.1), with an optional prior mean
+/// `μ_x` that samplers use as their starting mean (docs/method.md §4.1, §8).
 #[derive(Debug)]
 pub struct EdmDenoiser<Net> {
     net: Net,
@@ -100,7 +100,7 @@ impl<Net: NoiseConditionalNet> EdmDenoiser<Net> {
         self.mean = mean.map(|m| m.detach());
     }
 
-    /// `d_θ(x_t, σ)` with dropout on when `train` (SPEC.md §3.1). `x_t: [N, ...]`, `σ: [N]` or `[]`.
+    /// `d_θ(x_t, σ)` with dropout on when `train` (docs/method.md §3.1). `x_t: [N, ...]`, `σ: [N]` or `[]`.
     pub fn forward_t(&self, x_t: &Tensor, sigma: &Tensor, train: bool) -> Tensor {
         let n = x_t.size()[0];
         let sigma = sigma.to_kind(x_t.kind());
@@ -115,7 +115,7 @@ impl<Net: NoiseConditionalNet> EdmDenoiser<Net> {
         c_skip * x_t + c_out * f
     }
 
-    /// The denoising score-matching loss for given clean samples, noise levels and noise (SPEC.md §3.3):
+    /// The denoising score-matching loss for given clean samples, noise levels and noise (docs/method.md §3.3):
     /// `L = (1/B) Σ_b λ(σ_b) (1/N) Σ_j (d_θ(x_b + σ_b z_b, σ_b)_j − x_{b,j})²`, `λ(σ) = 1/σ² + 1`.
     ///
     /// `x, z: [B, ...]`, `σ: [B]`. Returns a scalar tensor with gradients to the network's parameters.
@@ -143,7 +143,7 @@ impl<Net: NoiseConditionalNet> EdmDenoiser<Net> {
     }
 
     /// The loss of [`EdmDenoiser::loss`] over a whole set, in evaluation mode (dropout off) and without
-    /// gradients, computed in batches of `batch`: the mean over the set's samples as an `f64` (SPEC.md §3.3,
+    /// gradients, computed in batches of `batch`: the mean over the set's samples as an `f64` (docs/method.md §3.3,
     /// §8 "validation loss"). `x`, `z: [V, ...]` and `σ: [V]` may live on another device than the network;
     /// each batch moves to `device`.
     ///

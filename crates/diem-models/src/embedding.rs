@@ -1,11 +1,11 @@
-//! The sinusoidal noise embedding (SPEC.md §3.2).
+//! The sinusoidal noise embedding (docs/method.md §3.2).
 
 use tch::Tensor;
 
 use crate::error::{Error, Result};
 
 /// `emb(c) = [sin(ω_0 c), …, sin(ω_{K−1} c), cos(ω_0 c), …, cos(ω_{K−1} c)]` with `K = E/2` and
-/// `ω_k = (1e-4)^(k/(K−1))`, so the frequencies run from exactly 1 down to exactly 1e-4 (SPEC.md §3.2).
+/// `ω_k = (1e-4)^(k/(K−1))`, so the frequencies run from exactly 1 down to exactly 1e-4 (docs/method.md §3.2).
 /// All sines come first, then all cosines. No trainable parameters.
 ///
 /// ```

@@ -1,4 +1,4 @@
-//! The exact denoiser of a Gaussian prior with a DPLR covariance (SPEC.md §7.2).
+//! The exact denoiser of a Gaussian prior with a DPLR covariance (docs/method.md §7.2).
 //!
 //! ```text
 //! E[x | x_t]   = x_t − σ² (Σ_x + σ² I)⁻¹ (x_t − μ_x)   (= μ_x + Σ_x (Σ_x + σ² I)⁻¹ (x_t − μ_x))
@@ -13,7 +13,7 @@ use tch::Tensor;
 use crate::denoiser::Denoiser;
 use crate::error::{Error, Result};
 
-/// `E[x | x_t]` under the prior `N(μ_x, Σ_x)`, `Σ_x = diag(D) + U V` (SPEC.md §7.2). Inputs `x_t: [B, ...]`
+/// `E[x | x_t]` under the prior `N(μ_x, Σ_x)`, `Σ_x = diag(D) + U V` (docs/method.md §7.2). Inputs `x_t: [B, ...]`
 /// whose per-sample size is N (flattened in row-major order), `σ: [B]` or `[]`.
 #[derive(Debug)]
 pub struct GaussianDenoiser {
@@ -75,7 +75,7 @@ impl GaussianDenoiser {
     }
 
     /// The dense closed-form `Cov[x | x_t] = σ² I − σ⁴ (Σ_x + σ² I)⁻¹` per sample, `[B, N, N]`
-    /// (SPEC.md §7.2); it does not depend on `x_t`, only on σ (`[B]`).
+    /// (docs/method.md §7.2); it does not depend on `x_t`, only on σ (`[B]`).
     ///
     /// # Errors
     /// [`Error::Linalg`] when `Σ_x + σ² I` is singular.
@@ -89,7 +89,7 @@ impl GaussianDenoiser {
         Ok(&s2 * eye - s2.square() * inv)
     }
 
-    /// `Cov[x | x_t]` for one noise level as a DPLR, `σ² I − σ⁴ (Σ_x + σ² I)⁻¹` (SPEC.md §7.2), for the
+    /// `Cov[x | x_t]` for one noise level as a DPLR, `σ² I − σ⁴ (Σ_x + σ² I)⁻¹` (docs/method.md §7.2), for the
     /// posterior samplers' exact `cov_x` path.
     ///
     /// # Errors
@@ -101,7 +101,7 @@ impl GaussianDenoiser {
 }
 
 impl Denoiser for GaussianDenoiser {
-    /// `E[x | x_t] = x_t − σ² (Σ_x + σ² I)⁻¹ (x_t − μ_x)` (SPEC.md §7.2).
+    /// `E[x | x_t] = x_t − σ² (Σ_x + σ² I)⁻¹ (x_t − μ_x)` (docs/method.md §7.2).
     fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
         let x = self.flat(x_t);
         let b = x.size()[0];

@@ -1,13 +1,13 @@
 //! Small building blocks shared by the networks: linear and convolution layers with the reference
-//! initialization, and LayerNorm without affine parameters (SPEC.md §9a, §9b).
+//! initialization, and LayerNorm without affine parameters (docs/method.md §9a, §9b).
 
 use tch::nn::{self, Init};
 use tch::Tensor;
 
-/// LayerNorm's ε (SPEC.md §9a, §9b).
+/// LayerNorm's ε (docs/method.md §9a, §9b).
 pub const LN_EPS: f64 = 1e-5;
 
-/// A fully connected layer `y = x Wᵀ + b` with `W ~ U(±1/sqrt(fan_in))` and `b = 0` (SPEC.md §9a).
+/// A fully connected layer `y = x Wᵀ + b` with `W ~ U(±1/sqrt(fan_in))` and `b = 0` (docs/method.md §9a).
 #[derive(Debug)]
 pub struct Linear {
     /// `[out, in]`.
@@ -18,7 +18,7 @@ pub struct Linear {
 
 impl Linear {
     /// Creates `weight` (and `bias` when `bias`) under `path`; `weight_scale` multiplies the initial
-    /// weights (0.1 for the modulation MLPs' last layer, SPEC.md §9b).
+    /// weights (0.1 for the modulation MLPs' last layer, docs/method.md §9b).
     pub fn new(path: nn::Path, fan_in: i64, fan_out: i64, bias: bool, weight_scale: f64) -> Self {
         let bound = 1.0 / (fan_in as f64).sqrt();
         let init = Init::Uniform { lo: -bound * weight_scale, up: bound * weight_scale };
@@ -39,7 +39,7 @@ impl Linear {
 }
 
 /// A 2-D convolution with "same" padding `(k − 1)/2`, optional stride, weights `U(±1/sqrt(k²·C_in))` and zero
-/// bias (SPEC.md §9b).
+/// bias (docs/method.md §9b).
 #[derive(Debug)]
 pub struct Conv2d {
     /// `[C_out, C_in, k, k]`.

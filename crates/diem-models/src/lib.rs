@@ -1,4 +1,4 @@
-//! Diffusion priors for diem (SPEC.md §2–3, §7.2, §8–10): noise schedules, denoisers, networks, training
+//! Diffusion priors for diem (docs/method.md §2–3, §7.2, §8–10): noise schedules, denoisers, networks, training
 //! and checkpoints, plus the device selection and autograd helpers every higher crate builds on.
 //!
 //! - [`Schedule`] / [`VeSchedule`]: the exponential VE schedule `σ(t) = a^(1−t) b^t` (§2).

@@ -1,4 +1,4 @@
-//! The analytic denoiser of a mixture of isotropic Gaussians (SPEC.md §10.1–10.2).
+//! The analytic denoiser of a mixture of isotropic Gaussians (docs/method.md §10.1–10.2).
 //!
 //! ```text
 //! p(x)        = (1/K) Σ_i N(x | μ_i, s² I)           v_t = s² + σ²
@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 use crate::denoiser::{sigma_like, Denoiser};
 use crate::error::{Error, Result};
 
-/// The exact denoiser `E[x | x_t]` of `p(x) = (1/K) Σ_i N(x | μ_i, s² I)` (SPEC.md §10.2). Works on batches
+/// The exact denoiser `E[x | x_t]` of `p(x) = (1/K) Σ_i N(x | μ_i, s² I)` (docs/method.md §10.2). Works on batches
 /// `x_t: [N, ...]` whose per-sample size equals the centres' dimension, in the centres' kind.
 #[derive(Debug)]
 pub struct MixtureDenoiser {
@@ -66,14 +66,14 @@ impl MixtureDenoiser {
         (x, s, v)
     }
 
-    /// The responsibilities `w_i(x_t)`, `[N, K]` (SPEC.md §10.2), with the common `||x_t||²` dropped from the
+    /// The responsibilities `w_i(x_t)`, `[N, K]` (docs/method.md §10.2), with the common `||x_t||²` dropped from the
     /// logits for accuracy.
     fn weights(&self, x: &Tensor, v: &Tensor) -> Tensor {
         let mu2 = self.centres.square().sum_dim_intlist(1, false, x.kind()) * 0.5;
         ((x.matmul(&self.centres.tr()) - mu2) / v).softmax(-1, x.kind())
     }
 
-    /// `ln p(x_t)` under the noisy prior `(1/K) Σ_i N(x_t | μ_i, v_t I)`, `[N]` (SPEC.md §10.2).
+    /// `ln p(x_t)` under the noisy prior `(1/K) Σ_i N(x_t | μ_i, v_t I)`, `[N]` (docs/method.md §10.2).
     pub fn log_prob(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
         let (x, _, v) = self.prepare(x_t, sigma);
         let (k, d) = (self.centres.size()[0], self.centres.size()[1]);
@@ -83,7 +83,7 @@ impl MixtureDenoiser {
         lse - (k as f64).ln() - (v.squeeze_dim(1) * (2.0 * std::f64::consts::PI)).log() * (d as f64 / 2.0)
     }
 
-    /// The closed-form `Cov[x | x_t] = κ_t I + Σ_i w_i m_i m_iᵀ − E Eᵀ`, `[N, D, D]` (SPEC.md §10.2).
+    /// The closed-form `Cov[x | x_t] = κ_t I + Σ_i w_i m_i m_iᵀ − E Eᵀ`, `[N, D, D]` (docs/method.md §10.2).
     pub fn covariance(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
         let (x, s, v) = self.prepare(x_t, sigma);
         let s2 = &s * &s;
@@ -101,7 +101,7 @@ impl MixtureDenoiser {
 }
 
 impl Denoiser for MixtureDenoiser {
-    /// `E[x | x_t] = Σ_i w_i m_i = (σ² Σ_i w_i μ_i + s² x_t) / v_t` (SPEC.md §10.2).
+    /// `E[x | x_t] = Σ_i w_i m_i = (σ² Σ_i w_i μ_i + s² x_t) / v_t` (docs/method.md §10.2).
     fn denoise(&self, x_t: &Tensor, sigma: &Tensor) -> Tensor {
         let (x, s, v) = self.prepare(x_t, sigma);
         let w = self.weights(&x, &v);

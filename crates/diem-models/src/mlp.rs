@@ -1,4 +1,4 @@
-//! The manifold experiment's network (SPEC.md §9a): an MLP on `[c_in x_t, emb(ln σ)]`.
+//! The manifold experiment's network (docs/method.md §9a): an MLP on `[c_in x_t, emb(ln σ)]`.
 //!
 //! ```text
 //! input  [u (F), e (E)]                         F + E features
@@ -27,7 +27,7 @@ pub struct MlpConfig {
 }
 
 impl Default for MlpConfig {
-    /// The manifold network of SPEC.md §9a: F = 5, hidden (256, 256, 256), E = 64.
+    /// The manifold network of docs/method.md §9a: F = 5, hidden (256, 256, 256), E = 64.
     fn default() -> Self {
         Self { features: 5, hidden: vec![256, 256, 256], embedding_features: 64 }
     }
@@ -62,7 +62,7 @@ impl MlpConfig {
     }
 }
 
-/// The MLP `F_θ(u, e)` of SPEC.md §9a. Inputs `u: [N, F]`, `e: [N, E]`; output `[N, F]`. No dropout, so
+/// The MLP `F_θ(u, e)` of docs/method.md §9a. Inputs `u: [N, F]`, `e: [N, E]`; output `[N, F]`. No dropout, so
 /// `train` has no effect.
 #[derive(Debug)]
 pub struct Mlp {

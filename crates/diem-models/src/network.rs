@@ -65,9 +65,9 @@ use crate::unet::{UNet, UNetConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum NetworkConfig {
-    /// [`Mlp`] (SPEC.md §9a).
+    /// [`Mlp`] (docs/method.md §9a).
     Mlp(MlpConfig),
-    /// [`UNet`] (SPEC.md §9b, §9c).
+    /// [`UNet`] (docs/method.md §9b, §9c).
     Unet(UNetConfig),
     /// A user-defined network, built by the [`ModelFactory`] that describes itself with this value.
     Custom(CustomNetwork),

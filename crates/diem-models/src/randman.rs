@@ -1,4 +1,4 @@
-//! Random smooth manifolds, "randman" style (SPEC.md §9a).
+//! Random smooth manifolds, "randman" style (docs/method.md §9a).
 //!
 //! A manifold of dimension m in n ambient dimensions is drawn once from a seed; points on it are images of
 //! latent coordinates `z ∈ [0, 1]^m`:
@@ -32,12 +32,12 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 
-/// The smoothness α of SPEC.md §9a.
+/// The smoothness α of docs/method.md §9a.
 pub const DEFAULT_ALPHA: f64 = 3.0;
-/// The cutoff tolerance ε of SPEC.md §9a.
+/// The cutoff tolerance ε of docs/method.md §9a.
 pub const DEFAULT_EPSILON: f64 = 1e-3;
 
-/// The number of frequencies `K = ceil(ε^(−1/α))` (SPEC.md §9a). In float64, `1e-3^(−1/3)` evaluates to
+/// The number of frequencies `K = ceil(ε^(−1/α))` (docs/method.md §9a). In float64, `1e-3^(−1/3)` evaluates to
 /// `9.999999999999998`, so the reference's K is 10, not 11.
 ///
 /// # Errors
@@ -75,7 +75,7 @@ pub struct RandmanConfig {
 }
 
 impl RandmanConfig {
-    /// An m-dimensional manifold in n dimensions with SPEC.md §9a's α = 3 and ε = 1e-3.
+    /// An m-dimensional manifold in n dimensions with docs/method.md §9a's α = 3 and ε = 1e-3.
     pub fn new(manifold_dim: i64, ambient_dim: i64) -> Self {
         Self { manifold_dim, ambient_dim, alpha: DEFAULT_ALPHA, epsilon: DEFAULT_EPSILON }
     }
@@ -102,13 +102,13 @@ impl RandmanConfig {
 }
 
 impl Default for RandmanConfig {
-    /// The manifold experiment's generator: m = 1, n = 5 (SPEC.md §9a).
+    /// The manifold experiment's generator: m = 1, n = 5 (docs/method.md §9a).
     fn default() -> Self {
         Self::new(1, 5)
     }
 }
 
-/// A random smooth manifold drawn from a seed (SPEC.md §9a). Coefficients are float64 tensors
+/// A random smooth manifold drawn from a seed (docs/method.md §9a). Coefficients are float64 tensors
 /// `[n, m, K]` on the CPU; evaluate points with [`Randman::embed`] or draw normalized samples with
 /// [`Randman::sample`].
 #[derive(Debug)]
@@ -164,7 +164,7 @@ impl Randman {
 
     /// The raw (unnormalized) embedding
     /// `x_j(z) = Π_l Σ_k a_{j,l,k} k^(−α) sin(2π (k b_{j,l,k} z_l + c_{j,l,k}))` of latents `z: [N, m]`,
-    /// returned as float64 `[N, n]` on `z`'s device (SPEC.md §9a).
+    /// returned as float64 `[N, n]` on `z`'s device (docs/method.md §9a).
     ///
     /// # Errors
     /// [`Error::Shape`] unless `z` is `[N, m]`.
@@ -196,7 +196,7 @@ impl Randman {
     }
 
     /// Draws `count` latents from `seed`, embeds them and normalizes every feature to exactly `[−2, 2]` over
-    /// the set (SPEC.md §9a). Returns `(latents [count, m], points [count, n])`, float64 on the CPU.
+    /// the set (docs/method.md §9a). Returns `(latents [count, m], points [count, n])`, float64 on the CPU.
     ///
     /// # Errors
     /// [`Error::Config`] when `count < 2`, or as [`normalize_features`] (a feature constant over the set).
@@ -211,7 +211,7 @@ impl Randman {
 }
 
 /// Per-feature min–max normalization to `[−2, 2]`: `x_j ← 4 (x_j − min_j) / (max_j − min_j) − 2` over the
-/// rows of `x: [N, n]` (SPEC.md §9a). The result is float64.
+/// rows of `x: [N, n]` (docs/method.md §9a). The result is float64.
 ///
 /// # Errors
 /// [`Error::Shape`] unless `x` is `[N, n]` with N ≥ 2; [`Error::Config`] when a feature is constant (or not

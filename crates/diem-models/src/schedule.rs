@@ -1,4 +1,4 @@
-//! Noise schedules of the variance-exploding (VE) SDE (SPEC.md §2).
+//! Noise schedules of the variance-exploding (VE) SDE (docs/method.md §2).
 //!
 //! The forward process is `x_t = x + σ(t) z`, `z ~ N(0, I)`, `t ∈ [0, 1]`. A [`Schedule`] maps times to noise
 //! levels; denoisers take σ, not t, so samplers and the trainer are the only users of the time axis.
@@ -28,7 +28,7 @@ pub trait Schedule: std::fmt::Debug + Send {
     }
 }
 
-/// The exponential VE schedule `σ(t) = exp(ln a + (ln b − ln a) t) = a^(1−t) b^t` (SPEC.md §2, paper eq. 28),
+/// The exponential VE schedule `σ(t) = exp(ln a + (ln b − ln a) t) = a^(1−t) b^t` (docs/method.md §2, paper eq. 28),
 /// with `g(t)^2 = 2 (ln b − ln a) σ(t)^2`.
 ///
 /// ```
@@ -47,7 +47,7 @@ pub struct VeSchedule {
 }
 
 impl Default for VeSchedule {
-    /// The class default `(a, b) = (1e-3, 1e2)` of \[ref\] (also CIFAR and MRI).
+    /// The class default `(a, b) = (1e-3, 1e2)` of the authors' code (also CIFAR and MRI).
     fn default() -> Self {
         Self { a: 1e-3, b: 1e2 }
     }
@@ -64,7 +64,7 @@ impl VeSchedule {
         Ok(s)
     }
 
-    /// The manifold experiment's schedule `(1e-3, 1e1)` (SPEC.md §9a).
+    /// The manifold experiment's schedule `(1e-3, 1e1)` (docs/method.md §9a).
     pub fn manifold() -> Self {
         Self { a: 1e-3, b: 1e1 }
     }

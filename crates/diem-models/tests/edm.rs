@@ -1,4 +1,4 @@
-//! EDM preconditioning (SPEC.md §3.1, §12.1 item 3) and the DSM loss (SPEC.md §3.3).
+//! EDM preconditioning (docs/method.md §3.1, §12.1 item 3) and the DSM loss (docs/method.md §3.3).
 
 use diem_models::{
     c_in, c_noise, c_out, c_skip, loss_weight, Denoiser, EdmDenoiser, Mlp, MlpConfig, NoiseConditionalNet,
@@ -54,7 +54,7 @@ fn denoiser_tends_to_identity_as_sigma_vanishes() {
 }
 
 /// The preconditioned output, computed by hand from the network, and the loss equal to the unweighted MSE
-/// between F_θ and `(x − c_skip x_t)/c_out` (SPEC.md §3.3).
+/// between F_θ and `(x − c_skip x_t)/c_out` (docs/method.md §3.3).
 #[test]
 fn forward_and_loss_match_their_definitions() {
     tch::manual_seed(1);

@@ -1,4 +1,4 @@
-//! The Gaussian denoiser against dense linear algebra (SPEC.md §7.2, §12.1 item 5).
+//! The Gaussian denoiser against dense linear algebra (docs/method.md §7.2, §12.1 item 5).
 
 use diem_linalg::Dplr;
 use diem_models::{jacobian, tweedie_covariance, Denoiser, GaussianDenoiser};

@@ -1,5 +1,5 @@
 //! The mixture denoiser against an independent f64 Bayes computation and autograd Tweedie
-//! (SPEC.md §10.2, §12.1 item 8).
+//! (docs/method.md §10.2, §12.1 item 8).
 
 use diem_models::{tweedie_covariance, vjp, Denoiser, MixtureDenoiser};
 use ndarray::{Array1, Array2};

@@ -1,4 +1,4 @@
-//! Training: the MLP denoiser learns a 2-D two-component mixture (SPEC.md §3.3, §8), plus the trainer's
+//! Training: the MLP denoiser learns a 2-D two-component mixture (docs/method.md §3.3, §8), plus the trainer's
 //! clipping, learning rate and time sampling.
 
 use diem_models::{

@@ -1,4 +1,4 @@
-//! U-Net shapes, finiteness, train/eval mode and parameter counts (SPEC.md §9b, §9c).
+//! U-Net shapes, finiteness, train/eval mode and parameter counts (docs/method.md §9b, §9c).
 
 use diem_models::{Denoiser, EdmDenoiser, NoiseConditionalNet, UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};

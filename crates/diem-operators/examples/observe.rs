@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo xtask cargo run -p diem-operators --example observe [-- OUT_DIR]` (default
 //! `target/observe`). The image is generated in code (colour gradients, discs and stripes in [−1, 1]),
-//! so the example needs no data. Each task follows SPEC.md §9b–§9d: random pixel deletion (ρ = 0.75),
+//! so the example needs no data. Each task follows docs/method.md §9b–§9d: random pixel deletion (ρ = 0.75),
 //! box inpainting (128² box, 16 px margin), exactly-k deletion (98 %), k-space lines at R = 6 (shown as
 //! log-magnitude, plus the zero-filled `Aᵀy`), motion blur (61 × 61, reflect), Gaussian blur,
 //! bicubic ×4, average pooling ×4, a random projection of a 32² thumbnail to 1024 values, and blur-then-down-sample.

@@ -1,4 +1,4 @@
-//! Per-sample blur (2-D correlation) with an explicit boundary convention (SPEC.md §9d, §12.1 item 1).
+//! Per-sample blur (2-D correlation) with an explicit boundary convention (docs/method.md §9d, §12.1 item 1).
 //!
 //! For a kernel `k_b` of odd size `kh × kw`, with `ph = (kh − 1)/2`, `pw = (kw − 1)/2`:
 //!
@@ -81,7 +81,7 @@ impl Blur {
     }
 
     /// `n` random motion-blur kernels (see [`motion_kernel`]) drawn from `StdRng::seed_from_u64(seed)`.
-    /// The FFHQ task (SPEC.md §9d) uses one kernel (`n = 1`) of size 61, intensity 0.5, reflect boundary.
+    /// The FFHQ task (docs/method.md §9d) uses one kernel (`n = 1`) of size 61, intensity 0.5, reflect boundary.
     pub fn random_motion(
         n: i64,
         x_shape: &[i64],

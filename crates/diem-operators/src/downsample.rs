@@ -1,4 +1,4 @@
-//! Separable down-sampling: average pooling and MATLAB-style antialiased bicubic (SPEC.md §9d).
+//! Separable down-sampling: average pooling and MATLAB-style antialiased bicubic (docs/method.md §9d).
 //!
 //! Both are `y = R x Cᵀ` per channel, with `R : [H/k, H]` acting on rows and `C : [W/k, W]` on columns,
 //! so `Aᵀ u = Rᵀ u C` exactly. The matrices are shared by every sample (`batch() == 1`).
@@ -51,7 +51,7 @@ pub fn cubic(x: f64) -> f64 {
 
 /// The `[n/k, n]` matrix of one axis (row-major, f64).
 ///
-/// Bicubic (SPEC.md §9d), with scale `s = 1/k` and 1-based output index `j`: centre
+/// Bicubic (docs/method.md §9d), with scale `s = 1/k` and 1-based output index `j`: centre
 /// `u_j = j/s + (1 − 1/s)/2`, support `4/s + 2` input pixels starting at `⌊u_j − 2/s⌋ − 1` (0-based),
 /// weights `s · cubic(s (u_j − i))` at 1-based input `i`, normalized to sum 1, and out-of-range indices
 /// mirrored with the edge repeated (`0, 1, …, n−1, n−1, …, 0`, period `2n`). Average: `1/k` on each block.
@@ -134,12 +134,12 @@ impl Downsample {
         Self::new(build(x_shape[1]), build(x_shape[2]), x_shape)
     }
 
-    /// Average pooling by `k` (SPEC.md's generic down-sampling).
+    /// Average pooling by `k` (docs/method.md's generic down-sampling).
     pub fn average(x_shape: &[i64], k: i64) -> Result<Self> {
         Self::by_factor(x_shape, k, Resample::Average)
     }
 
-    /// Antialiased bicubic down-sampling by `k` (4 in the FFHQ super-resolution task, SPEC.md §9d).
+    /// Antialiased bicubic down-sampling by `k` (4 in the FFHQ super-resolution task, docs/method.md §9d).
     pub fn bicubic(x_shape: &[i64], k: i64) -> Result<Self> {
         Self::by_factor(x_shape, k, Resample::Bicubic)
     }

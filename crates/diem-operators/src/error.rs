@@ -2,7 +2,7 @@
 //!
 //! Broken contracts inside the code that calls an operator (a tensor of the wrong shape handed to
 //! [`LinearOperator::apply`](crate::LinearOperator::apply)) are `assert!`s naming both shapes, as
-//! `STYLE.md` asks. Everything a user controls (constructor arguments, generator settings, files) returns
+//! the project's style rules ask. Everything a user controls (constructor arguments, generator settings, files) returns
 //! an [`Error`] that says which parameter, field or file is wrong and what was expected.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Observation files: `.npz` and `.safetensors` (DESIGN.md "Files").
+//! Observation files: `.npz` and `.safetensors` (docs/architecture.md "Files").
 //!
 //! An observation set is stored as named arrays:
 //!

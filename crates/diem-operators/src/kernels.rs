@@ -1,4 +1,4 @@
-//! Blur kernel generators: Gaussian and random motion blur (SPEC.md §9d).
+//! Blur kernel generators: Gaussian and random motion blur (docs/method.md §9d).
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -28,7 +28,7 @@ pub fn gaussian_kernel(size: i64, std: f64) -> Result<Vec<f64>> {
 }
 
 /// A random motion-blur kernel of side `size` (odd) and intensity `intensity ∈ [0, 1]`, row-major, summing
-/// to 1. Follows the "motionblur" generator of SPEC.md §9d:
+/// to 1. Follows the "motionblur" generator of docs/method.md §9d:
 ///
 /// 1. canvas `2s × 2s` with diagonal `Dg = √2 · 2s`; path length `L = 0.75 Dg (U(0,1) + U(0, I²))`;
 /// 2. steps `Beta(1, 30)(1 − I + 0.1) Dg` drawn until their sum reaches `L` (longer ones rejected);
@@ -36,7 +36,7 @@ pub fn gaussian_kernel(size: i64, std: f64) -> Result<Vec<f64>> {
 ///    with the previous sign flipped with probability `J`;
 /// 4. the path `Σ step·e^{i·angle}` is centred on its mean and rotated by `U(0, π)`.
 ///
-/// Rasterization differs from PIL (SPEC allows any similar kernel): the path is sampled every ¼ canvas
+/// Rasterization differs from PIL (docs/method.md §9d allows any similar kernel): the path is sampled every ¼ canvas
 /// pixel, splatted bilinearly onto the `s × s` grid (canvas scale ½), and smoothed by a Gaussian of
 /// standard deviation `max(0.5, ⌊0.01 Dg⌋/2)` kernel pixels (PIL's blur radius at the kernel's scale).
 pub fn motion_kernel(size: i64, intensity: f64, rng: &mut StdRng) -> Result<Vec<f64>> {

@@ -1,4 +1,4 @@
-//! Undersampled orthonormal 2-D Fourier transform, the accelerated-MRI operator of SPEC.md §9c.
+//! Undersampled orthonormal 2-D Fourier transform, the accelerated-MRI operator of docs/method.md §9c.
 //!
 //! ```text
 //! F(x)   = fftshift( FFT2_ortho( ifftshift(x) ) )     over (H, W), DC at index (H/2, W/2)
@@ -34,7 +34,7 @@ impl Clone for KSpace {
 }
 
 /// Keep probability and centre half-width of the line mask at acceleration `r` for width `w`
-/// (SPEC.md §9c generalised from W = 320): `p = 200/(320R − 120) = 5/(8R − 3)` and the band
+/// (docs/method.md §9c generalised from W = 320): `p = 200/(320R − 120) = 5/(8R − 3)` and the band
 /// `[W/2 − c, W/2 + c)` with `c = ⌈3W/(16R)⌉` (`⌈60/R⌉` at W = 320). The expected kept count is `W/R`
 /// when `c` needs no rounding.
 pub fn line_mask_params(r: f64, w: i64) -> (f64, i64) {
@@ -79,7 +79,7 @@ impl KSpace {
         Self::new(Tensor::ones([1, w], (Kind::Float, Device::Cpu)), x_shape)
     }
 
-    /// `n` random line masks at acceleration `r ≥ 1` (SPEC.md §9c, after Jalal et al. 2021): each column is
+    /// `n` random line masks at acceleration `r ≥ 1` (docs/method.md §9c, after Jalal et al. 2021): each column is
     /// kept independently with probability `p`, then the centre band is forced in (see
     /// [`line_mask_params`]). Drawn from `StdRng::seed_from_u64(seed)`.
     pub fn random_lines(n: i64, x_shape: &[i64], r: f64, seed: u64) -> Result<Self> {

@@ -1,5 +1,5 @@
 //! Observation model for diem: linear operators with adjoints, Gaussian noise covariances and
-//! observation files (SPEC.md §1, §9a–§9d, §12.1).
+//! observation files (docs/method.md §1, §9a–§9d, §12.1).
 //!
 //! Every observation carries its own operator `A_i` (`y_i = A_i x_i + ε_i`, `ε_i ~ N(0, Σ_y)`). Operators
 //! are batch-first with per-sample parameters, so one call applies a whole batch of different `A_i`:

@@ -1,7 +1,7 @@
-//! Masking operators `A_b = diag(m_b)` (SPEC.md §9b, §9d).
+//! Masking operators `A_b = diag(m_b)` (docs/method.md §9b, §9d).
 //!
 //! A mask `m_b ∈ {0, 1}` deletes entries; it is self-adjoint (`Aᵀ = A`) and, being binary, idempotent
-//! (`A A = A`). Per SPEC.md §1 the observation keeps the full shape: deleted entries of `y` hold pure noise.
+//! (`A A = A`). Per docs/method.md §1 the observation keeps the full shape: deleted entries of `y` hold pure noise.
 //!
 //! Generators draw from [`crate::seed::host_rng`] (`StdRng::seed_from_u64(seed)`) on the host, so the same
 //! seed gives the same masks on every device.
@@ -59,7 +59,7 @@ impl Mask {
         Ok(Self { mask, x_shape: x_shape.to_vec() })
     }
 
-    /// Random pixel deletion (SPEC.md §9b): each pixel of each of the `n` samples is kept if `U(0,1) > ρ`,
+    /// Random pixel deletion (docs/method.md §9b): each pixel of each of the `n` samples is kept if `U(0,1) > ρ`,
     /// i.e. deleted with probability `rho`; one draw per pixel, shared across channels (the first axis of
     /// an `x_shape` of rank ≥ 2). Mask shape `[n, 1, H, W]` for images.
     pub fn random_pixels(n: i64, x_shape: &[i64], rho: f64, seed: u64) -> Result<Self> {
@@ -78,7 +78,7 @@ impl Mask {
     }
 
     /// Exactly `k` deleted pixels per sample, chosen uniformly without replacement, shared across channels
-    /// (the FFHQ "random inpainting" task of SPEC.md §9d deletes `⌊0.98 · 65536⌋ = 64225` of 256² pixels).
+    /// (the FFHQ "random inpainting" task of docs/method.md §9d deletes `⌊0.98 · 65536⌋ = 64225` of 256² pixels).
     pub fn exact_deletions(n: i64, x_shape: &[i64], k: i64, seed: u64) -> Result<Self> {
         check_x_shape("Mask::exact_deletions", x_shape)?;
         let n = positive("Mask::exact_deletions", "n", n)?;
@@ -104,7 +104,7 @@ impl Mask {
         Self::new(Tensor::from_slice(&data).reshape(&full), x_shape)
     }
 
-    /// Box inpainting (SPEC.md §9d): one `box_h × box_w` rectangle of pixels deleted per sample, its
+    /// Box inpainting (docs/method.md §9d): one `box_h × box_w` rectangle of pixels deleted per sample, its
     /// top-left corner uniform in `[margin_h, H − box_h − margin_h) × [margin_w, W − box_w − margin_w)`
     /// (the FFHQ task: 128 × 128 in a 256 image with a 16-pixel margin, corner in `[16, 112)²`).
     /// `x_shape` is `[C, H, W]`; the mask `[n, 1, H, W]` is shared by the channels.

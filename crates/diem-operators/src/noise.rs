@@ -1,4 +1,4 @@
-//! Gaussian observation noise `ε ~ N(0, Σ_y)` with `Σ_y = σ² I` or `diag(σ²)` (SPEC.md §1).
+//! Gaussian observation noise `ε ~ N(0, Σ_y)` with `Σ_y = σ² I` or `diag(σ²)` (docs/method.md §1).
 //!
 //! Noise is drawn on the host from [`crate::seed::host_rng`] (standard normals in f64),
 //! then cast and moved, so a seed gives the same noise on every device and dtype.
@@ -12,7 +12,7 @@ use crate::operator::{as_kind, select_rows};
 /// The noise covariance `Σ_y`, stored through standard deviations.
 #[derive(Debug)]
 pub enum NoiseCov {
-    /// `Σ_y = std² I` (every experiment of SPEC.md: manifold 1e-2, CIFAR 1e-3, MRI 1e-2).
+    /// `Σ_y = std² I` (every experiment of docs/method.md: manifold 1e-2, CIFAR 1e-3, MRI 1e-2).
     Isotropic {
         /// The standard deviation `σ_y ≥ 0`.
         std: f64,

@@ -1,4 +1,4 @@
-//! Observations `y_i = A_i x_i + ε_i`, `ε_i ~ N(0, Σ_y)` (SPEC.md §1).
+//! Observations `y_i = A_i x_i + ε_i`, `ε_i ~ N(0, Σ_y)` (docs/method.md §1).
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use crate::operator::LinearOperator;
 
 /// A data set of observations: `y : [N, ..y_shape]`, the per-sample operators (`batch()` = N or 1) and the
 /// noise covariance. `y` keeps the full output size of `A`, with noise on every entry, masked ones
-/// included (SPEC.md §1).
+/// included (docs/method.md §1).
 #[derive(Debug)]
 pub struct Observation {
     /// The observations `[N, ..y_shape]`.
@@ -61,7 +61,7 @@ impl Observation {
         Ok(Self { y, operator, noise: noise.to_device(device) })
     }
 
-    /// Simulates `y = A x + ε` from clean data `x : [N, ..x_shape]` (SPEC.md §1): noise on every entry of
+    /// Simulates `y = A x + ε` from clean data `x : [N, ..x_shape]` (docs/method.md §1): noise on every entry of
     /// `A x`, drawn from `StdRng::seed_from_u64(seed)` (see [`NoiseCov::sample`]). Runs without autograd.
     /// The operator is moved to `x`'s device.
     pub fn simulate(

@@ -1,12 +1,12 @@
 //! The [`LinearOperator`] trait, its defaults, and the helpers every operator shares.
 //!
-//! An operator is a batch of per-sample linear maps `A_b : R^{x_shape} → R^{y_shape}` (SPEC.md §1). It holds
+//! An operator is a batch of per-sample linear maps `A_b : R^{x_shape} → R^{y_shape}` (docs/method.md §1). It holds
 //! `P = batch()` parameter sets along a leading axis and is applied to a batch `x : [N, ..x_shape]` with
 //! either `N == P` (sample `b` uses parameter set `b`) or `P == 1` (one set shared by all samples).
 //!
 //! Per-sample flattening: a sample's entries are ordered row-major over its shape, so an image
-//! `[C, H, W]` flattens to `index = (c·H + h)·W + w` (NCHW). This differs from \[ref\]'s `(h·W + w)·C + c`;
-//! SPEC.md §0 allows either as long as the denoiser, the operators and the covariances agree.
+//! `[C, H, W]` flattens to `index = (c·H + h)·W + w` (NCHW). This differs from the authors' code's `(h·W + w)·C + c`;
+//! docs/method.md §0 allows either as long as the denoiser, the operators and the covariances agree.
 //!
 //! # The seam: what an implementer writes
 //!
@@ -54,7 +54,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-/// A batch of per-sample linear maps with adjoints (SPEC.md §1).
+/// A batch of per-sample linear maps with adjoints (docs/method.md §1).
 ///
 /// Only [`x_shape`](Self::x_shape), [`y_shape`](Self::y_shape) and [`apply`](Self::apply) are required;
 /// see the [module documentation](crate::operator) for the defaults of the others. `apply` and `adjoint`

@@ -1,4 +1,4 @@
-//! Dense per-sample projections `A_b ∈ R^{m×d}` (the manifold experiment, SPEC.md §9a).
+//! Dense per-sample projections `A_b ∈ R^{m×d}` (the manifold experiment, docs/method.md §9a).
 
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
@@ -44,7 +44,7 @@ impl Projection {
     }
 
     /// `n` random `m × d` matrices whose rows are i.i.d. uniform on the unit sphere `S^{d−1}` (Gaussian
-    /// rows normalized to unit norm, SPEC.md §9a: `m = 2`, `d = 5`). Drawn in f64 from
+    /// rows normalized to unit norm, docs/method.md §9a: `m = 2`, `d = 5`). Drawn in f64 from
     /// `StdRng::seed_from_u64(seed)`, stored as f32.
     pub fn random_sphere(n: i64, m: i64, d: i64, seed: u64) -> Result<Self> {
         let n = positive("Projection::random_sphere", "n", n)?;

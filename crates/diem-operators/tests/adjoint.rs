@@ -1,4 +1,4 @@
-//! Property tests over every operator family at random shapes (SPEC.md §12.1 item 1): the adjoint identity
+//! Property tests over every operator family at random shapes (docs/method.md §12.1 item 1): the adjoint identity
 //! in f32 and f64, the explicit adjoint against autograd's VJP, linearity, and batched = per-sample.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Closed-form invariants of the operators and generators (SPEC.md §12.1 items 2 and 15, §9b–§9d).
+//! Closed-form invariants of the operators and generators (docs/method.md §12.1 items 2 and 15, §9b–§9d).
 
 mod common;
 
@@ -105,7 +105,7 @@ fn box_mask_position_and_size() {
 
 #[test]
 fn mri_mask_centre_band_and_rate() {
-    // SPEC.md §9c: R = 6 at W = 320 keeps p = 1/9 and 20 centre columns [150, 170).
+    // docs/method.md §9c: R = 6 at W = 320 keeps p = 1/9 and 20 centre columns [150, 170).
     let (p, c) = line_mask_params(6.0, 320);
     assert!((p - 1.0 / 9.0).abs() < 1e-15);
     assert_eq!(c, 10);
@@ -279,7 +279,7 @@ fn simulate_adds_noise_on_every_entry() {
     let op = Mask::random_pixels(64, &[3, 16, 16], 0.75, 1).unwrap();
     let mask = op.mask().shallow_clone();
     let obs = Observation::simulate(&x, Box::new(op), NoiseCov::isotropic(0.1).unwrap(), 2).unwrap();
-    // On deleted pixels y is pure noise with standard deviation 0.1 (SPEC.md §1).
+    // On deleted pixels y is pure noise with standard deviation 0.1 (docs/method.md §1).
     let deleted = mask.eq(0.0).expand([64, 3, 16, 16], false);
     let noise = obs.y.masked_select(&deleted);
     let count = noise.size()[0] as f64;

@@ -1,4 +1,4 @@
-//! Criterion benches of one posterior-denoiser call (SPEC.md §5.8): MMPS with 1/3/5 CG iterations and with a
+//! Criterion benches of one posterior-denoiser call (docs/method.md §5.8): MMPS with 1/3/5 CG iterations and with a
 //! heuristic, on a Gaussian prior in d = 64 observed through per-sample random 16×64 projections, batch 256,
 //! f32, CPU. Run: `cargo xtask cargo bench -p diem-sampling`.
 

@@ -2,7 +2,7 @@
 //!
 //! The prior is a mixture of 8 isotropic Gaussians on a circle ([`MixtureDenoiser`], exact denoiser). One
 //! observation keeps only the first coordinate, `y = x₁ + ε` with `σ_y = 0.05` (a [`Mask`] operator, whose
-//! masked entry is pure noise, SPEC.md §1). MMPS (Tweedie covariance, 3 GMRES iterations) with DDPM draws 2048
+//! masked entry is pure noise, docs/method.md §1). MMPS (Tweedie covariance, 3 GMRES iterations) with DDPM draws 2048
 //! posterior samples; the plot shows prior samples (grey), posterior samples (red) and the observed line
 //! `x₁ = y` (blue). No text is drawn: plotters' `ab_glyph` backend needs a font file.
 //!

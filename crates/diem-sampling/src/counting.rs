@@ -1,4 +1,4 @@
-//! A denoiser wrapper that counts calls, for cost assertions (SPEC.md §4.1, §5.8).
+//! A denoiser wrapper that counts calls, for cost assertions (docs/method.md §4.1, §5.8).
 
 use std::cell::Cell;
 

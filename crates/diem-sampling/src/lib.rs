@@ -1,4 +1,4 @@
-//! Diffusion samplers and posterior guidance for diem (SPEC.md §4–5).
+//! Diffusion samplers and posterior guidance for diem (docs/method.md §4–5).
 //!
 //! **Samplers** ([`Sampler`]): [`Ddpm`] (η = 1), [`Ddim`] (η = 0, optional η), [`PredictorCorrector`]
 //! (DDIM predictor + Langevin corrector), and the deterministic probability-flow ODE solvers [`Euler`]
@@ -9,7 +9,7 @@
 //! [`NoiseRng`] (seeded on the host, or libtorch's generator), report progress to a [`StepObserver`], and run
 //! under `no_grad` so memory stays flat in the number of steps.
 //!
-//! **Posterior guidance** (SPEC.md §5) wraps a prior denoiser and an observation `y = A x + ε`:
+//! **Posterior guidance** (docs/method.md §5) wraps a prior denoiser and an observation `y = A x + ε`:
 //! [`Mmps`] (Tweedie covariance through VJPs, or a [`CovHeuristic`]: `zeros`, `cov_t`, `ones`, `cov_x`),
 //! [`Pgdm`], [`Tmpd`] and [`DiffPir`] are denoisers; [`Dps`] is a sampler. All are VE forms (α_t = 1) with
 //! per-sample operators, noise levels and solves, and count their forwards/VJPs in [`GuidanceStats`].

@@ -318,7 +318,7 @@ impl MmpsSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpsSpec {
-    /// The step size ζ ≥ 0 (default 1, the DPS paper's; \[bench\]'s FFHQ runs use 0.5).
+    /// The step size ζ ≥ 0 (default 1, the DPS paper's; the benchmark code's FFHQ runs use 0.5).
     pub zeta: f64,
 }
 

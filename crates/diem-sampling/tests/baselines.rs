@@ -1,4 +1,4 @@
-//! TMPD, PiGDM, DiffPIR and DPS in VE form (SPEC.md §5.3–5.6, §5.8) against closed forms.
+//! TMPD, PiGDM, DiffPIR and DPS in VE form (docs/method.md §5.3–5.6, §5.8) against closed forms.
 
 mod common;
 
@@ -128,7 +128,7 @@ fn dps_sampling_costs_and_pulls_towards_y() {
     assert!(Dps::new(VeSchedule::default(), TimeGrid::uniform(3).unwrap(), &op, &y, -1.0).is_err());
 }
 
-/// Σ_y → ∞: every posterior denoiser returns the prior denoiser (SPEC.md §12.1 item 12).
+/// Σ_y → ∞: every posterior denoiser returns the prior denoiser (docs/method.md §12.1 item 12).
 #[test]
 fn huge_noise_returns_the_prior_denoiser() {
     let (b, d, m, sigma) = (2, 4, 2, 0.8);

@@ -1,4 +1,4 @@
-//! MMPS on exact Gaussian problems (SPEC.md §5.1–5.2, §5.8, §12.1 items 6 and 12).
+//! MMPS on exact Gaussian problems (docs/method.md §5.1–5.2, §5.8, §12.1 items 6 and 12).
 
 mod common;
 
@@ -54,7 +54,7 @@ fn mmps_is_exact_for_gaussian_priors_per_sample() {
     assert!(rel_err(&one.try_denoise(&x_t, &sigma).unwrap(), &exact) > 1e-4);
 }
 
-/// SPEC.md §5.8 less its last VJP: MMPS with n iterations costs 1 forward and n VJPs per call (2n with
+/// docs/method.md §5.8 less its last VJP: MMPS with n iterations costs 1 forward and n VJPs per call (2n with
 /// BiCGSTAB), no wasted `K(x_0)` and no product after the solve; any heuristic costs 1 forward and 1 VJP.
 #[test]
 fn mmps_costs_match_the_cost_table() {
@@ -92,7 +92,7 @@ fn mmps_costs_match_the_cost_table() {
     }
 }
 
-/// Item 12 and SPEC.md §5.2: each heuristic puts its closed-form V in the system, and the final step still
+/// Item 12 and docs/method.md §5.2: each heuristic puts its closed-form V in the system, and the final step still
 /// multiplies by Jᵀ (checked against dense algebra with the Gaussian Jacobian).
 #[test]
 fn heuristics_match_their_closed_forms() {
@@ -294,7 +294,7 @@ impl Denoiser for Twisted {
     }
 }
 
-/// MMPS's correction from the solve's carried images equals SPEC.md §5.1's explicit last VJP `σ² Jᵀ Aᵀ v`,
+/// MMPS's correction from the solve's carried images equals docs/method.md §5.1's explicit last VJP `σ² Jᵀ Aᵀ v`,
 /// for every solver, on a non-linear prior with a non-symmetric Jacobian and on the Gaussian mixture.
 #[test]
 fn the_correction_from_the_solve_equals_the_explicit_last_vjp() {

@@ -1,4 +1,4 @@
-//! Samplers on an exact Gaussian denoiser (SPEC.md §4, §12.1 item 7, §12.2).
+//! Samplers on an exact Gaussian denoiser (docs/method.md §4, §12.1 item 7, §12.2).
 
 mod common;
 
@@ -158,7 +158,7 @@ fn bad_configurations_are_rejected() {
     assert!(err.to_string().contains("prior mean"), "{err}");
 }
 
-/// DDIM with η = 1 is DDPM (SPEC.md §4.3): same noise, same result.
+/// DDIM with η = 1 is DDPM (docs/method.md §4.3): same noise, same result.
 #[test]
 fn ddim_eta_one_is_ddpm() {
     let prior = gaussian_prior(3, 1, 4);

@@ -387,7 +387,7 @@ impl EmRun {
 
     /// Attaches held-out observations (CIFAR's test split, fastMRI's validation split): every lap then draws
     /// one posterior sample per validation observation with the prior that drew the lap's training samples,
-    /// and records the M-step's loss on them with the EMA weights every `mstep.log_every` steps (SPEC.md §8;
+    /// and records the M-step's loss on them with the EMA weights every `mstep.log_every` steps (docs/method.md §8;
     /// [`crate::mstep::m_step_validated`]), in `lap-NNN/validation.jsonl` and as `val_loss_last` /
     /// `val_loss_min` in `metrics.jsonl`. The validation set is not stored in the run: pass it again after a
     /// resume.

@@ -1,4 +1,4 @@
-//! The batched `tch::Tensor` path: per-row systems, global mode, masking (SPEC.md §6, §12.1 item 9).
+//! The batched `tch::Tensor` path: per-row systems, global mode, masking (docs/method.md §6, §12.1 item 9).
 
 use crate::common::{all_finite, max_abs, nonsym, rng, spd, to_tensor};
 use diem_linalg::{Krylov, KrylovParams, Reduction, VectorSpace};

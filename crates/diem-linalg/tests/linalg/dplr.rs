@@ -1,4 +1,4 @@
-//! DPLR algebra against dense linear algebra (SPEC.md §7.1, §12.1 item 4), f64 to 1e-10.
+//! DPLR algebra against dense linear algebra (docs/method.md §7.1, §12.1 item 4), f64 to 1e-10.
 
 use crate::common::{randn, rel_err, rng};
 use diem_linalg::{Dplr, LinalgError};

@@ -1,4 +1,4 @@
-//! Solves that carry images (`Krylov::solve_with_image`, SPEC.md §5.8): `L x` without another application of `L`.
+//! Solves that carry images (`Krylov::solve_with_image`, docs/method.md §5.8): `L x` without another application of `L`.
 
 use crate::common::{all_finite, max_abs, randn_mat, rng, spd, to_tensor};
 use diem_linalg::{Krylov, KrylovParams, Reduction};

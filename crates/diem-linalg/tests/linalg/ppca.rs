@@ -1,4 +1,4 @@
-//! PPCA fit (SPEC.md §7.3, §12.1 item 10).
+//! PPCA fit (docs/method.md §7.3, §12.1 item 10).
 
 use crate::common::{max_abs, randn, rng};
 use diem_linalg::ppca::PpcaPath;

@@ -1,4 +1,4 @@
-//! Krylov solvers on ndarray, f64 (SPEC.md §6, §12.1 item 9).
+//! Krylov solvers on ndarray, f64 (docs/method.md §6, §12.1 item 9).
 
 use crate::common::{nonsym, norm, randn_mat, randn_vec, rng, spd};
 use diem_linalg::{bicgstab, cg, gmres, gmres_with, KrylovParams};
@@ -81,7 +81,7 @@ proptest! {
         prop_assert!(rep.residual_norm.is_finite());
     }
 
-    /// One iteration: CG gives (<b,b>/<b,Kb>) b and GMRES gives (<Kb,b>/||Kb||²) b (SPEC.md §6.1, §6.2).
+    /// One iteration: CG gives (<b,b>/<b,Kb>) b and GMRES gives (<Kb,b>/||Kb||²) b (docs/method.md §6.1, §6.2).
     #[test]
     fn one_iteration_closed_forms(seed in any::<u64>(), n in 1usize..=32) {
         let mut g = rng(seed);

@@ -1,4 +1,4 @@
-//! Image augmentations of the training samples (SPEC.md §9b, §9c), on batches `[N, C, H, W]` of data in
+//! Image augmentations of the training samples (docs/method.md §9b, §9c), on batches `[N, C, H, W]` of data in
 //! `[−2, 2]`. Each sample draws its own random parameters, every time it is drawn.
 
 use serde::{Deserialize, Serialize};
@@ -22,17 +22,17 @@ pub struct AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// The CIFAR-10 default (SPEC.md §9b): flip + hue ±0.01 + saturation 0.95–1.05.
+    /// The CIFAR-10 default (docs/method.md §9b): flip + hue ±0.01 + saturation 0.95–1.05.
     pub fn cifar() -> Self {
         Self { hflip: true, hue: 0.01, saturation: 0.05, translate: 0 }
     }
 
-    /// The earlier CIFAR-10 variant (SPEC.md §13): flip + ±1 pixel reflect-pad-and-crop.
+    /// The earlier CIFAR-10 variant (docs/method.md §13): flip + ±1 pixel reflect-pad-and-crop.
     pub fn cifar_shift() -> Self {
         Self { hflip: true, translate: 1, ..Self::default() }
     }
 
-    /// The MRI augmentation (SPEC.md §9c): flip + ±4 pixel reflect-pad-and-crop.
+    /// The MRI augmentation (docs/method.md §9c): flip + ±4 pixel reflect-pad-and-crop.
     pub fn mri() -> Self {
         Self { hflip: true, translate: 4, ..Self::default() }
     }
@@ -132,7 +132,7 @@ pub fn hsv_to_rgb(h: &Tensor, s: &Tensor, v: &Tensor) -> Tensor {
 }
 
 /// Rotates the hue by `delta` and scales the saturation by `factor` (both `[N, 1, 1]`) of images in `[−2, 2]`:
-/// through `(x + 2)/4` clamped to `[0, 1]`, HSV, and back (SPEC.md §9b). Pixels outside `[−2, 2]` are clamped.
+/// through `(x + 2)/4` clamped to `[0, 1]`, HSV, and back (docs/method.md §9b). Pixels outside `[−2, 2]` are clamped.
 pub fn adjust_hue_saturation(x: &Tensor, delta: &Tensor, factor: &Tensor) -> Tensor {
     let rgb = ((x + 2.0) / 4.0).clamp(0.0, 1.0);
     let (h, s, v) = rgb_to_hsv(&rgb);

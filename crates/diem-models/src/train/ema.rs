@@ -1,10 +1,10 @@
-//! Exponential moving average of the weights (SPEC.md §8).
+//! Exponential moving average of the weights (docs/method.md §8).
 
 use tch::{nn, Tensor};
 
 use crate::error::{Error, Result};
 
-/// `θ_ema ← θ_ema + (1 − decay)(θ − θ_ema)` after every optimizer step (SPEC.md §8), over every named
+/// `θ_ema ← θ_ema + (1 − decay)(θ − θ_ema)` after every optimizer step (docs/method.md §8), over every named
 /// variable of a [`nn::VarStore`].
 #[derive(Debug)]
 pub struct Ema {

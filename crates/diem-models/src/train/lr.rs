@@ -1,11 +1,11 @@
-//! Learning-rate schedules (SPEC.md §8).
+//! Learning-rate schedules (docs/method.md §8).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// The shape of the learning rate over a run of `S` optimizer steps, as a function of
-/// `progress = min((s + 1)/(S + 1), 1)` at step `s` (0-based) (SPEC.md §8).
+/// `progress = min((s + 1)/(S + 1), 1)` at step `s` (0-based) (docs/method.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
@@ -23,7 +23,7 @@ pub enum LrSchedule {
     },
 }
 
-/// The learning rate: initial value, schedule and an optional linear warm-up (SPEC.md §8 has none by default).
+/// The learning rate: initial value, schedule and an optional linear warm-up (docs/method.md §8 has none by default).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LrConfig {
@@ -65,7 +65,7 @@ impl LrConfig {
         }
     }
 
-    /// The learning rate at optimizer step `step` (0-based) of a run of `total` steps (SPEC.md §8):
+    /// The learning rate at optimizer step `step` (0-based) of a run of `total` steps (docs/method.md §8):
     /// `progress = min((step + 1)/(total + 1), 1)`, then the schedule, then the warm-up factor.
     pub fn at(&self, step: usize, total: usize) -> f64 {
         let progress = ((step + 1) as f64 / (total + 1) as f64).min(1.0);

@@ -1,4 +1,4 @@
-//! Training a denoiser on clean samples (the M-step, SPEC.md §3.3, §8): the DSM loss with
+//! Training a denoiser on clean samples (the M-step, docs/method.md §3.3, §8): the DSM loss with
 //! `λ(σ) = 1/σ² + 1` at `t ~ Beta(3, 3)`, Adam, global-norm gradient clipping, learning-rate schedules,
 //! an EMA of the weights, image augmentations, a progress bar and a logged loss curve.
 //!
@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::progress::{ProgressObserver, ProgressTask, TerminalProgress};
 use crate::schedule::{Schedule, VeSchedule};
 
-/// Adam's hyper-parameters (SPEC.md §8).
+/// Adam's hyper-parameters (docs/method.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdamConfig {
@@ -50,7 +50,7 @@ impl Default for AdamConfig {
     }
 }
 
-/// The distribution of the diffusion times `t ∈ [0, 1]` of the loss (SPEC.md §3.3).
+/// The distribution of the diffusion times `t ∈ [0, 1]` of the loss (docs/method.md §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TimeDistribution {
@@ -83,7 +83,7 @@ impl TimeDistribution {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Batching {
-    /// Indices drawn uniformly with replacement (manifold, SPEC.md §8).
+    /// Indices drawn uniformly with replacement (manifold, docs/method.md §8).
     WithReplacement,
     /// Shuffled epochs; the last partial batch of each epoch is dropped (CIFAR, MRI).
     Epochs,
@@ -101,7 +101,7 @@ pub struct TrainConfig {
     pub lr: LrConfig,
     /// Adam's hyper-parameters.
     pub adam: AdamConfig,
-    /// Global-norm gradient clipping before Adam (SPEC.md §8: 1.0); `None` = off.
+    /// Global-norm gradient clipping before Adam (docs/method.md §8: 1.0); `None` = off.
     pub clip_norm: Option<f64>,
     /// EMA decay (CIFAR 0.9999, MRI 0.999); `None` = no EMA.
     pub ema_decay: Option<f64>,
@@ -122,7 +122,7 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The manifold M-step (SPEC.md §9a): 65,536 steps, batch 1024, lr 1e-3 → 1e-6 linear, clip 1, no EMA,
+    /// The manifold M-step (docs/method.md §9a): 65,536 steps, batch 1024, lr 1e-3 → 1e-6 linear, clip 1, no EMA,
     /// schedule (1e-3, 1e1), Beta(3, 3), indices with replacement.
     pub fn manifold() -> Self {
         Self {
@@ -141,7 +141,7 @@ impl TrainConfig {
         }
     }
 
-    /// The CIFAR-10 M-step (SPEC.md §9b) for `steps` steps: batch 256, constant lr 2e-4, clip 1, EMA 0.9999,
+    /// The CIFAR-10 M-step (docs/method.md §9b) for `steps` steps: batch 256, constant lr 2e-4, clip 1, EMA 0.9999,
     /// schedule (1e-3, 1e2), shuffled epochs, flip + hue + saturation.
     pub fn cifar(steps: usize) -> Self {
         Self {
@@ -156,7 +156,7 @@ impl TrainConfig {
         }
     }
 
-    /// The MRI M-step (SPEC.md §9c) for `steps` steps: batch 256, constant lr 1e-4, EMA 0.999, flip + ±4 px.
+    /// The MRI M-step (docs/method.md §9c) for `steps` steps: batch 256, constant lr 1e-4, EMA 0.999, flip + ±4 px.
     pub fn mri(steps: usize) -> Self {
         Self {
             lr: LrConfig::constant(1e-4),
@@ -264,7 +264,7 @@ pub trait GradientReducer {
     fn reduce(&mut self, grads: &mut [Tensor], failed: bool) -> Result<()>;
 }
 
-/// The M-step trainer: Adam on the variables of one [`nn::VarStore`], fresh at construction (SPEC.md §8: the
+/// The M-step trainer: Adam on the variables of one [`nn::VarStore`], fresh at construction (docs/method.md §8: the
 /// optimizer, its learning-rate schedule and the EMA restart every lap).
 #[derive(Debug)]
 pub struct Trainer {
@@ -385,7 +385,7 @@ impl Trainer {
     }
 
     /// Runs `f` with the EMA weights in the model (the live weights when there is no EMA), then restores the
-    /// live weights: how a validation loss "with the EMA weights" is taken in the middle of a lap (SPEC.md §8).
+    /// live weights: how a validation loss "with the EMA weights" is taken in the middle of a lap (docs/method.md §8).
     pub fn with_ema_weights<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.ema {
             Some(ema) => {
@@ -398,7 +398,7 @@ impl Trainer {
         }
     }
 
-    /// The learning rate of the next step (SPEC.md §8).
+    /// The learning rate of the next step (docs/method.md §8).
     pub fn current_lr(&self) -> f64 {
         self.config.lr.at(self.step, self.config.steps)
     }

@@ -1,11 +1,11 @@
-//! The U-Net's blocks: modulation MLP, ResBlock and AttBlock (SPEC.md §9b).
+//! The U-Net's blocks: modulation MLP, ResBlock and AttBlock (docs/method.md §9b).
 
 use tch::nn;
 use tch::Tensor;
 
 use crate::layers::{layer_norm_channels, Conv2d, Linear};
 
-/// `MLP_mod(e) = Linear(E→E), SiLU, Linear(E→3C)`, last layer's initial weights × 0.1 (SPEC.md §9b). The output
+/// `MLP_mod(e) = Linear(E→E), SiLU, Linear(E→3C)`, last layer's initial weights × 0.1 (docs/method.md §9b). The output
 /// is split into `(a, b, c)`, each `[N, C, 1, 1]`.
 #[derive(Debug)]
 pub struct Modulation {
@@ -33,12 +33,12 @@ impl Modulation {
     }
 }
 
-/// `(x + c ⊙ h) / sqrt(1 + c ⊙ c)`: the blocks' gated residual update (SPEC.md §9b).
+/// `(x + c ⊙ h) / sqrt(1 + c ⊙ c)`: the blocks' gated residual update (docs/method.md §9b).
 fn gated_residual(x: &Tensor, c: &Tensor, h: &Tensor) -> Tensor {
     (x + c * h) / (c * c + 1.0).sqrt()
 }
 
-/// ResBlock(C) (SPEC.md §9b): modulate, then normalize (\[ref\]'s order), then Conv, SiLU, Dropout, Conv and
+/// ResBlock(C) (docs/method.md §9b): modulate, then normalize (the authors' code's order), then Conv, SiLU, Dropout, Conv and
 /// the gated residual.
 #[derive(Debug)]
 pub struct ResBlock {
@@ -70,7 +70,7 @@ impl ResBlock {
     }
 }
 
-/// AttBlock(C, heads) (SPEC.md §9b): modulate, normalize, multi-head self-attention over the `H·W` tokens
+/// AttBlock(C, heads) (docs/method.md §9b): modulate, normalize, multi-head self-attention over the `H·W` tokens
 /// (q, k, v with bias; output projection without bias), gated residual.
 #[derive(Debug)]
 pub struct AttBlock {

@@ -1,4 +1,4 @@
-//! The U-Net's configuration and its analytic parameter count (SPEC.md §9b, §9c).
+//! The U-Net's configuration and its analytic parameter count (docs/method.md §9b, §9c).
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ pub struct UNetConfig {
 }
 
 impl UNetConfig {
-    /// The corrupted CIFAR-10 network (SPEC.md §9b, paper Table 3): input (3, 32, 32), channels
+    /// The corrupted CIFAR-10 network (docs/method.md §9b, paper Table 3): input (3, 32, 32), channels
     /// (128, 256, 384), blocks (5, 5, 5), attention with 4 heads at level 1 (16×16), kernel 3, E = 256,
     /// dropout 0.1. It has 57,560,451 parameters ([`UNetConfig::num_parameters`]).
     pub fn cifar() -> Self {
@@ -48,7 +48,7 @@ impl UNetConfig {
         }
     }
 
-    /// The accelerated-MRI network (SPEC.md §9c): input (1, 320, 320) turned into (16, 80, 80) by
+    /// The accelerated-MRI network (docs/method.md §9c): input (1, 320, 320) turned into (16, 80, 80) by
     /// space-to-depth 4, channels (128, 256, 384, 512), blocks (3, 3, 3, 3), attention with 4 heads at level 3
     /// (10×10), kernel 3, E = 256, dropout 0.1. It has 77,648,912 parameters
     /// ([`UNetConfig::num_parameters`]).

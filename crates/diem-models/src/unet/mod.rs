@@ -1,4 +1,4 @@
-//! The U-Net of the CIFAR-10 and MRI experiments (SPEC.md §9b, §9c): adaLN-style modulation from the noise
+//! The U-Net of the CIFAR-10 and MRI experiments (docs/method.md §9b, §9c): adaLN-style modulation from the noise
 //! embedding (modulate, then normalize), self-attention at chosen levels, dropout, and an optional
 //! space-to-depth input.
 //!

@@ -1,4 +1,4 @@
-//! DiffPIR's proximal data-consistency step in VE form (SPEC.md §5.6).
+//! DiffPIR's proximal data-consistency step in VE form (docs/method.md §5.6).
 
 use tch::Tensor;
 
@@ -10,9 +10,9 @@ use crate::error::{Result, SamplingError};
 /// [`DiffPir`]'s settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiffPirConfig {
-    /// The regularization weight λ (default 8, \[bench\]; \[azula\] uses 10).
+    /// The regularization weight λ (default 8, the benchmark code; azula uses 10).
     pub lambda: f64,
-    /// The x-space proximal solve (default: GMRES, 5 iterations, \[bench\]).
+    /// The x-space proximal solve (default: GMRES, 5 iterations, the benchmark code).
     pub solver: SolverConfig,
 }
 
@@ -23,7 +23,7 @@ impl Default for DiffPirConfig {
 }
 
 /// The rule of [`DiffPir`]: DiffPIR's proximal step on the denoised mean, without any gradient through the
-/// network (SPEC.md §5.6), in VE units (`ρ_t = σ_t²/λ`, since `(1 − ᾱ_t)/ᾱ_t = σ_VE²`):
+/// network (docs/method.md §5.6), in VE units (`ρ_t = σ_t²/λ`, since `(1 − ᾱ_t)/ᾱ_t = σ_VE²`):
 ///
 /// ```text
 /// x̂ = d_θ(x_t, σ_t)                                  (no graph)
@@ -31,7 +31,7 @@ impl Default for DiffPirConfig {
 /// return x̂ + δ = argmin_x ½||y − A x||²_{Σ_y⁻¹} + ||x − x̂||²/(2ρ_t)
 /// ```
 ///
-/// With `Σ_y = σ_y² I` this is exactly \[bench\]'s `(I + (ρ_t/σ_y²) AᵀA) δ = (ρ_t/σ_y²) Aᵀ(y − A x̂)`. \[bench\]
+/// With `Σ_y = σ_y² I` this is exactly the benchmark code's `(I + (ρ_t/σ_y²) AᵀA) δ = (ρ_t/σ_y²) Aᵀ(y − A x̂)`. The benchmark code
 /// adds `c_t δ` after its shared η = 1 step, i.e. replaces x̂ by `x̂ + δ`; as a denoiser wrapper under
 /// [`Ddpm`](crate::Ddpm) this is the same rule in VE. DiffPIR's own ζ is not used. Cost: 1 forward, 0 VJPs.
 ///

@@ -1,4 +1,4 @@
-//! DPS: diffusion posterior sampling, a gradient step after the unguided DDPM step (SPEC.md §5.3).
+//! DPS: diffusion posterior sampling, a gradient step after the unguided DDPM step (docs/method.md §5.3).
 
 use diem_models::{Denoiser, Schedule};
 use diem_operators::{LinearOperator, Observation};
@@ -11,19 +11,19 @@ use crate::rng::NoiseRng;
 use crate::sampler::ddpm::ddpm_update;
 use crate::sampler::{Sampler, TimeGrid};
 
-/// DPS as a [`Sampler`] (SPEC.md §5.3): each step from `t` to `s`, per sample `b`,
+/// DPS as a [`Sampler`] (docs/method.md §5.3): each step from `t` to `s`, per sample `b`,
 ///
 /// ```text
 /// x̂   = d(x_t, σ_t)                       (with graph)
 /// r   = y − A x̂,   ℓ = ||r||₂             (Euclidean norm of each sample, NOT squared)
-/// x_s' = DDPM step with x̂                 (SPEC.md §4.2, fresh noise)
+/// x_s' = DDPM step with x̂                 (docs/method.md §4.2, fresh noise)
 /// x_s = x_s' − ζ ∇_{x_t} ℓ = x_s' + ζ Jᵀ Aᵀ r / ||r||₂
 /// ```
 ///
 /// The denoiser passed to [`Sampler::step`] is the *prior*. The norm is taken per sample (the DPS code takes it
-/// over the whole batch, which would couple samples; SPEC.md §12.2). The final denoise at `σ(t_T)` is the plain
+/// over the whole batch, which would couple samples; docs/method.md §12.2). The final denoise at `σ(t_T)` is the plain
 /// prior (σ_min = 10⁻³ in the default schedule). Cost: 1 forward and 1 VJP per step. Σ_y plays no role.
-/// ζ = 0.5 in \[bench\]'s FFHQ runs; the DPS default is 1.
+/// ζ = 0.5 in the benchmark code's FFHQ runs; the DPS default is 1.
 ///
 /// # References
 /// Chung, Kim, Mccann, Klasky, Ye, "Diffusion Posterior Sampling for General Noisy Inverse Problems",

@@ -1,8 +1,8 @@
-//! Covariance heuristics for MMPS (SPEC.md §5.2).
+//! Covariance heuristics for MMPS (docs/method.md §5.2).
 //!
 //! A heuristic replaces the Tweedie covariance `V = σ_t² J` **only inside the linear system**
 //! `(Σ_y + A V Aᵀ) v = y − A x̂`; the returned mean is still `x̂ + σ_t² Jᵀ Aᵀ v` through the network's VJP
-//! (SPEC.md §12.2 "Heuristics are covariance-only"). \[ref\] writes them all through the Gaussian-prior covariance
+//! (docs/method.md §12.2 "Heuristics are covariance-only"). The authors' code writes them all through the Gaussian-prior covariance
 //! `V(Σ_x) = σ² I − σ⁴ (Σ_x + σ² I)⁻¹ = (Σ_x⁻¹ + σ⁻² I)⁻¹`.
 
 use diem_linalg::Dplr;
@@ -10,13 +10,13 @@ use tch::Tensor;
 
 use crate::error::{Result, SamplingError};
 
-/// A closed-form covariance `V` for the MMPS system (SPEC.md §5.2). With any of them the solver needs no network
+/// A closed-form covariance `V` for the MMPS system (docs/method.md §5.2). With any of them the solver needs no network
 /// VJP, so one MMPS call costs 1 forward and 1 VJP whatever the iteration count.
 #[derive(Clone, Debug)]
 pub enum CovHeuristic {
     /// `zeros`: `Σ_x = 0`, `V = 0`, so `v = Σ_y⁻¹ r` directly (no Krylov iterations; needs `Σ_y > 0`).
     Zeros,
-    /// `cov_t`: `V = σ_t² I` exactly. \[ref\] obtains it as `V(10⁶ I) = σ² − σ⁴/(10⁶ + σ²)`, which differs by
+    /// `cov_t`: `V = σ_t² I` exactly. The authors' code obtains it as `V(10⁶ I) = σ² − σ⁴/(10⁶ + σ²)`, which differs by
     /// `σ⁴/(10⁶ + σ²)` (≤ 1e-2 relative at σ = 100); the project uses the exact limit.
     CovT,
     /// `ones`: `Σ_x = I`, `V = σ_t²/(1 + σ_t²) I` (PiGDM's heuristic).
@@ -52,7 +52,7 @@ impl CovHeuristic {
         Ok(())
     }
 
-    /// The product `V w` for `w : [N, ...]` (x-space) and `σ²` broadcastable against `w` (SPEC.md §5.2).
+    /// The product `V w` for `w : [N, ...]` (x-space) and `σ²` broadcastable against `w` (docs/method.md §5.2).
     /// `Zeros` returns zeros.
     ///
     /// # Errors

@@ -1,4 +1,4 @@
-//! The observation a posterior denoiser conditions on: `y = A x + ε`, `ε ~ N(0, Σ_y)` (SPEC.md §1).
+//! The observation a posterior denoiser conditions on: `y = A x + ε`, `ε ~ N(0, Σ_y)` (docs/method.md §1).
 
 use diem_operators::{LinearOperator, NoiseCov, Observation};
 use tch::{Kind, Tensor};

@@ -1,4 +1,4 @@
-//! MMPS: moment matching posterior sampling (SPEC.md §5.1; paper §4.2, eqs. 18–24).
+//! MMPS: moment matching posterior sampling (docs/method.md §5.1; paper §4.2, eqs. 18–24).
 
 use diem_linalg::Safeguard;
 use tch::{Kind, Tensor};
@@ -12,7 +12,7 @@ use crate::error::Result;
 /// How [`Mmps`] solves its system, which covariance it uses, and its safeguards.
 #[derive(Clone, Debug)]
 pub struct MmpsConfig {
-    /// The Krylov solve (default: CG, 1 iteration, the CIFAR E-step of \[ref\]).
+    /// The Krylov solve (default: CG, 1 iteration, the CIFAR E-step of the authors' code).
     pub solver: SolverConfig,
     /// `None`: the Tweedie covariance `σ_t² J` through VJPs (default); `Some`: a closed-form heuristic.
     pub heuristic: Option<CovHeuristic>,
@@ -81,7 +81,7 @@ impl MmpsConfig {
         self
     }
 
-    /// Replaces the covariance by a heuristic (SPEC.md §5.2).
+    /// Replaces the covariance by a heuristic (docs/method.md §5.2).
     pub fn with_heuristic(mut self, heuristic: CovHeuristic) -> Self {
         self.heuristic = Some(heuristic);
         self
@@ -99,14 +99,14 @@ impl MmpsConfig {
         self
     }
 
-    /// Both safeguards off: the algorithm of the paper and \[ref\] as written (plain CG, the correction as
+    /// Both safeguards off: the algorithm of the paper and the authors' code as written (plain CG, the correction as
     /// solved).
     pub fn unguarded(self) -> Self {
         self.with_fallback(None).with_damping(None)
     }
 }
 
-/// The MMPS rule of [`Mmps`] (SPEC.md §5.1). One call at `(x_t, σ_t)`, per sample `b`:
+/// The MMPS rule of [`Mmps`] (docs/method.md §5.1). One call at `(x_t, σ_t)`, per sample `b`:
 ///
 /// ```text
 /// x̂ = d_θ(x_t, σ_t)                       (forward with autograd; the graph is kept for the VJPs)
@@ -119,7 +119,7 @@ impl MmpsConfig {
 ///
 /// This is Tweedie's `x̂ + σ_t² ∇ log q(y | x_t)` for the moment-matched likelihood
 /// `q(y | x_t) = N(y | A x̂, Σ_y + A V Aᵀ)` with `V = σ_t² J` held fixed (paper eq. 20). The covariance products
-/// always use the VJP (`Jᵀ`, never a JVP, SPEC.md §12.2).
+/// always use the VJP (`Jᵀ`, never a JVP, docs/method.md §12.2).
 ///
 /// Safeguards ([`MmpsConfig::fallback`], [`MmpsConfig::damping`]): a trained network's `J` is neither
 /// symmetric nor positive semi-definite everywhere (paper §4.2), so `K` can be indefinite. CG steps along
@@ -128,14 +128,14 @@ impl MmpsConfig {
 /// leave the exact case (a Gaussian prior, an admissible `V`, a converged solve) unchanged.
 ///
 /// Costs: 1 forward and `n` VJPs with `n` CG/GMRES iterations (`2n` with BiCGSTAB); 1 forward and 1 VJP with a
-/// heuristic. SPEC.md §5.8 (and the reference and azula) count `n + 1`: the last product `σ_t² Jᵀ Aᵀ v` is one
+/// heuristic. docs/method.md §5.8 (and the reference and azula) count `n + 1`: the last product `σ_t² Jᵀ Aᵀ v` is one
 /// more VJP there. Here the Krylov solve carries the image `σ_t² Jᵀ Aᵀ u` of every vector `u` it applies `K` to,
 /// and `v` is a linear combination of those `u`, so the same combination of their images is `σ_t² Jᵀ Aᵀ v`
 /// ([`Krylov::solve_with_image`](diem_linalg::Krylov::solve_with_image)); it equals the extra VJP to round-off,
 /// and MMPS(1) does 2 network passes per call instead of 3.
 ///
 /// With the exact [`GaussianDenoiser`](diem_models::GaussianDenoiser) and a converged solve (or the `cov_x`
-/// heuristic of the same Σ_x) the output is the exact `E[x | x_t, y]` (SPEC.md §12.1 item 6).
+/// heuristic of the same Σ_x) the output is the exact `E[x | x_t, y]` (docs/method.md §12.1 item 6).
 ///
 /// Building it fails with [`SamplingError::Config`](crate::SamplingError::Config) for a zero iteration count or
 /// a bad tolerance, a damping bound below 1, or the `zeros` heuristic with a zero noise deviation, and with

@@ -1,4 +1,4 @@
-//! Posterior guidance (SPEC.md §5): estimates of `E[x | x_t, y]` built on a prior denoiser.
+//! Posterior guidance (docs/method.md §5): estimates of `E[x | x_t, y]` built on a prior denoiser.
 //!
 //! ```text
 //! E[x | x_t, y] = d_θ(x_t, σ_t) + σ_t² ∇_{x_t} log p(y | x_t)          (Tweedie, VE: α_t = 1)
@@ -14,20 +14,20 @@
 //! step) and is therefore a [`Sampler`](crate::Sampler).
 //!
 //! Every wrapper counts its network forwards and vector-Jacobian products ([`GuidanceStats`]) so the costs of
-//! SPEC.md §5.8 can be asserted:
+//! docs/method.md §5.8 can be asserted:
 //!
 //! | method | forwards | VJPs per call |
 //! | --- | --- | --- |
-//! | [`Mmps`], Tweedie, n CG/GMRES iterations | 1 | n (BiCGSTAB: 2n); SPEC.md's n + 1 less the last |
+//! | [`Mmps`], Tweedie, n CG/GMRES iterations | 1 | n (BiCGSTAB: 2n); docs/method.md's n + 1 less the last |
 //! | [`Mmps`] with a [`CovHeuristic`], [`Pgdm`] | 1 | 1 |
 //! | [`Tmpd`] | 1 | 2 |
 //! | [`DiffPir`] | 1 | 0 |
 //! | [`Dps`] (per step) | 1 | 1 |
 //!
 //! All wrappers work on the whole batch at once, with per-sample operators `A_b`, per-sample noise levels and
-//! per-sample Krylov systems (SPEC.md §6, §12.2 "Batch coupling"). Autograd is enabled only inside one
+//! per-sample Krylov systems (docs/method.md §6, §12.2 "Batch coupling"). Autograd is enabled only inside one
 //! `denoise` call: the forward graph is kept across the solver's VJPs and released when the call returns (or by
-//! a final VJP that does not keep it), and the returned tensor never requires grad (SPEC.md §12.2 "Graph
+//! a final VJP that does not keep it), and the returned tensor never requires grad (docs/method.md §12.2 "Graph
 //! lifetime").
 
 pub mod diffpir;
@@ -55,8 +55,8 @@ pub use mmps::{Mmps, MmpsConfig, MmpsGuidance};
 pub use pgdm::{Pgdm, PgdmConfig, PgdmGuidance};
 pub use tmpd::{Tmpd, TmpdConfig, TmpdGuidance};
 
-/// The Krylov solve inside a guidance step (SPEC.md §6): method, iteration budget, optional tolerance and the
-/// batch reduction. Systems start from `v_0 = 0` without an operator call (SPEC.md §12.2).
+/// The Krylov solve inside a guidance step (docs/method.md §6): method, iteration budget, optional tolerance and the
+/// batch reduction. Systems start from `v_0 = 0` without an operator call (docs/method.md §12.2).
 ///
 /// The reduction couples the systems of one call or not: [`Reduction::PerSystem`] (the default) gives every
 /// sample its own step sizes and stopping test; [`Reduction::Global`] makes the whole batch (an E-step chunk)
@@ -70,7 +70,7 @@ pub struct SolverConfig {
     pub iterations: usize,
     /// Optional relative tolerance; `None` runs exactly `iterations` with no host synchronization.
     pub rtol: Option<f64>,
-    /// Per-sample systems (default) or one global system as in \[ref\]'s JAX code.
+    /// Per-sample systems (default) or one global system as in the authors' JAX code.
     pub reduction: Reduction,
 }
 
@@ -263,7 +263,7 @@ impl<'t> Tape<'t> {
         Self { output, input, stats, error: RefCell::new(None) }
     }
 
-    /// `J^T u` (SPEC.md §3.4); keeps the graph when `keep_graph`. On failure records the error and returns zeros.
+    /// `J^T u` (docs/method.md §3.4); keeps the graph when `keep_graph`. On failure records the error and returns zeros.
     pub(crate) fn vjp(&self, u: &Tensor, keep_graph: bool) -> Tensor {
         self.stats.update(|s| s.vjps += 1);
         let u = u.to_kind(self.output.kind());

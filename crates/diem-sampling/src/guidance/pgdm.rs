@@ -1,4 +1,4 @@
-//! GDM / PiGDM in VE form (SPEC.md §5.4).
+//! GDM / PiGDM in VE form (docs/method.md §5.4).
 
 use tch::Tensor;
 
@@ -12,7 +12,7 @@ use crate::error::Result;
 /// [`Pgdm`]'s settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PgdmConfig {
-    /// The solve of `(Σ_y + r_t² A Aᵀ) v = y − A x̂` (default: GMRES, 5 iterations, as in \[bench\]).
+    /// The solve of `(Σ_y + r_t² A Aᵀ) v = y − A x̂` (default: GMRES, 5 iterations, as in the benchmark code).
     pub solver: SolverConfig,
 }
 
@@ -23,7 +23,7 @@ impl Default for PgdmConfig {
 }
 
 /// The rule of [`Pgdm`]: pseudo-inverse guided diffusion (GDM / PiGDM) with the Σ_y-aware system, in VE units
-/// (SPEC.md §5.4):
+/// (docs/method.md §5.4):
 ///
 /// ```text
 /// r_t² = σ_t² / (1 + σ_t²)                         (VP: 1 − ᾱ_t; the `ones` heuristic)
@@ -31,8 +31,8 @@ impl Default for PgdmConfig {
 /// return x̂ + σ_t² Jᵀ Aᵀ v                         (1 VJP)
 /// ```
 ///
-/// This is MMPS with [`CovHeuristic::Ones`], the VE analogue named by SPEC.md §5.4 \[derived\]: Tweedie's
-/// `E[x | x_t, y] = x̂ + σ_t² ∇ log p(y | x_t)` with PiGDM's likelihood score. \[bench\]'s VP sampler instead adds
+/// This is MMPS with [`CovHeuristic::Ones`], the VE analogue named by docs/method.md §5.4 (derived for diem): Tweedie's
+/// `E[x | x_t, y] = x̂ + σ_t² ∇ log p(y | x_t)` with PiGDM's likelihood score. The benchmark code's VP sampler instead adds
 /// `sqrt(ᾱ_s ᾱ_t) r_t² Jᵀ Aᵀ v` after the step (a RED-diff weight with no VE counterpart); that VP form is not
 /// implemented. Cost: 1 forward, 1 VJP.
 ///

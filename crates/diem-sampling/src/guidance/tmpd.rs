@@ -1,4 +1,4 @@
-//! TMPD with the row-sum covariance approximation (SPEC.md §5.5).
+//! TMPD with the row-sum covariance approximation (docs/method.md §5.5).
 
 use tch::Tensor;
 
@@ -10,7 +10,7 @@ use crate::error::Result;
 /// [`Tmpd`]'s settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TmpdConfig {
-    /// The solve of `(Σ_y + A diag(d) Aᵀ) v = y − A x̂` (default: GMRES, 5 iterations, as in \[bench\]).
+    /// The solve of `(Σ_y + A diag(d) Aᵀ) v = y − A x̂` (default: GMRES, 5 iterations, as in the benchmark code).
     pub solver: SolverConfig,
 }
 
@@ -21,7 +21,7 @@ impl Default for TmpdConfig {
 }
 
 /// The rule of [`Tmpd`]: Tweedie moment projected diffusion with the row-sum approximation `V ≈ diag(V 1)`,
-/// \[bench\] form, in VE units (`γ_t = σ_t²`; SPEC.md §5.5):
+/// the benchmark code's form, in VE units (`γ_t = σ_t²`; docs/method.md §5.5):
 ///
 /// ```text
 /// d = σ_t² Jᵀ 1                                   (1 VJP, all-ones cotangent: the covariance's row sums)
@@ -29,8 +29,8 @@ impl Default for TmpdConfig {
 /// return x̂ + σ_t² Jᵀ Aᵀ v                        (1 VJP)
 /// ```
 ///
-/// \[bench\] adds `c_t Δ` after its VP step, i.e. replaces x̂ by `x̂ + Δ`; as a denoiser wrapper under
-/// [`Ddpm`](crate::Ddpm) this is the same rule in VE. Cost: 1 forward, 2 VJPs (SPEC.md §5.8).
+/// The benchmark code adds `c_t Δ` after its VP step, i.e. replaces x̂ by `x̂ + Δ`; as a denoiser wrapper under
+/// [`Ddpm`](crate::Ddpm) this is the same rule in VE. Cost: 1 forward, 2 VJPs (docs/method.md §5.8).
 ///
 /// Building it fails with [`SamplingError::Config`](crate::SamplingError::Config) for a zero iteration count or
 /// a bad tolerance.

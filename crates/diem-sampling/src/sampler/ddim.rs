@@ -1,4 +1,4 @@
-//! DDIM, the deterministic η = 0 sampler, with the optional η interpolation (SPEC.md §4.3).
+//! DDIM, the deterministic η = 0 sampler, with the optional η interpolation (docs/method.md §4.3).
 
 use diem_models::{Denoiser, Schedule};
 use tch::Tensor;
@@ -7,7 +7,7 @@ use super::{denoise_at, Sampler, TimeGrid};
 use crate::error::{Result, SamplingError};
 use crate::rng::NoiseRng;
 
-/// The DDIM update from `t` to `s < t` with `d = d(x_t, σ_t)` (SPEC.md §4.3):
+/// The DDIM update from `t` to `s < t` with `d = d(x_t, σ_t)` (docs/method.md §4.3):
 ///
 /// ```text
 /// x_s = x_t − (1 − σ_s/σ_t)(x_t − d) = d + (σ_s/σ_t)(x_t − d)
@@ -18,14 +18,14 @@ pub fn ddim_update(x_t: &Tensor, d: &Tensor, sigma_t: f64, sigma_s: f64) -> Tens
     d + (x_t - d) * (sigma_s / sigma_t)
 }
 
-/// The DDIM sampler: one denoiser call per step, `T + 1` in total (SPEC.md §4.1, §4.3).
+/// The DDIM sampler: one denoiser call per step, `T + 1` in total (docs/method.md §4.1, §4.3).
 ///
-/// With `eta > 0` it uses the interpolation of SPEC.md §4.3 (\[azula\]):
+/// With `eta > 0` it uses the interpolation of docs/method.md §4.3 (azula):
 /// `τ_η = clip(η (1 − σ_s²/σ_t²), 0, 1)`, `x_s = d + (σ_s/σ_t) √(1 − τ_η) (x_t − d) + σ_s √τ_η ε`, which is DDPM
 /// at η = 1. The default η = 0 draws no noise after the initial value.
 ///
 /// # References
-/// Song, Meng, Ermon, "Denoising Diffusion Implicit Models", 2021, arXiv:2010.02502; VE form of \[ref\].
+/// Song, Meng, Ermon, "Denoising Diffusion Implicit Models", 2021, arXiv:2010.02502; VE form of the authors' code.
 #[derive(Debug)]
 pub struct Ddim {
     schedule: Box<dyn Schedule>,
@@ -39,7 +39,7 @@ impl Ddim {
         Self { schedule: Box::new(schedule), grid, eta: 0.0 }
     }
 
-    /// Sets η (SPEC.md §4.3).
+    /// Sets η (docs/method.md §4.3).
     ///
     /// # Errors
     /// [`SamplingError::Config`] unless `η` is finite and ≥ 0.

@@ -1,4 +1,4 @@
-//! DDPM, the η = 1 ancestral sampler (SPEC.md §4.2).
+//! DDPM, the η = 1 ancestral sampler (docs/method.md §4.2).
 
 use diem_models::{Denoiser, Schedule};
 use tch::Tensor;
@@ -7,7 +7,7 @@ use super::{denoise_at, Sampler, TimeGrid};
 use crate::error::Result;
 use crate::rng::NoiseRng;
 
-/// The DDPM update from `t` to `s < t` with `d = d(x_t, σ_t)` (SPEC.md §4.2):
+/// The DDPM update from `t` to `s < t` with `d = d(x_t, σ_t)` (docs/method.md §4.2):
 ///
 /// ```text
 /// τ   = 1 − σ_s² / σ_t²
@@ -20,10 +20,10 @@ pub fn ddpm_update(x_t: &Tensor, d: &Tensor, sigma_t: f64, sigma_s: f64, eps: &T
     x_t - (x_t - d) * tau + eps * (sigma_s * tau.max(0.0).sqrt())
 }
 
-/// The DDPM sampler (η = 1): one denoiser call per step, `T + 1` in total (SPEC.md §4.1–4.2).
+/// The DDPM sampler (η = 1): one denoiser call per step, `T + 1` in total (docs/method.md §4.1–4.2).
 ///
 /// # References
-/// Ho, Jain, Abbeel, "Denoising Diffusion Probabilistic Models", 2020, arXiv:2006.11239; VE form of \[ref\].
+/// Ho, Jain, Abbeel, "Denoising Diffusion Probabilistic Models", 2020, arXiv:2006.11239; VE form of the authors' code.
 #[derive(Debug)]
 pub struct Ddpm {
     schedule: Box<dyn Schedule>,

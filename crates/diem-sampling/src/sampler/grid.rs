@@ -1,11 +1,11 @@
-//! The time grid shared by all samplers (SPEC.md §4.1).
+//! The time grid shared by all samplers (docs/method.md §4.1).
 
 use crate::error::{Result, SamplingError};
 
 /// A strictly decreasing sequence of times `t_0 > t_1 > … > t_T` in `[0, 1]`; step `k` maps `x_{t_k}` to
-/// `x_{t_{k+1}}` (SPEC.md §4.1).
+/// `x_{t_{k+1}}` (docs/method.md §4.1).
 ///
-/// The default grid is uniform, `t_k = 1 − k/T` ([`TimeGrid::uniform`]); \[ref\] writes it as
+/// The default grid is uniform, `t_k = 1 − k/T` ([`TimeGrid::uniform`]); the authors' code writes it as
 /// `times = linspace(1, 1/T, T), s = t − 1/T`. Custom grids (e.g. a truncated start) come from
 /// [`TimeGrid::from_times`]. After the last step, samplers make one final denoiser call at `σ(t_T)` (σ(0) = σ_min
 /// for the uniform grid).
@@ -23,7 +23,7 @@ pub struct TimeGrid {
 }
 
 impl TimeGrid {
-    /// The uniform grid `t_k = 1 − k/T`, `k = 0..T` (SPEC.md §4.1).
+    /// The uniform grid `t_k = 1 − k/T`, `k = 0..T` (docs/method.md §4.1).
     ///
     /// # Errors
     /// [`SamplingError::Config`] when `steps` is 0.

@@ -1,8 +1,8 @@
-//! Samplers of the reverse VE process (SPEC.md §4): [`Ddpm`](crate::Ddpm), [`Ddim`](crate::Ddim), [`PredictorCorrector`](crate::PredictorCorrector),
+//! Samplers of the reverse VE process (docs/method.md §4): [`Ddpm`](crate::Ddpm), [`Ddim`](crate::Ddim), [`PredictorCorrector`](crate::PredictorCorrector),
 //! and the probability-flow ODE solvers [`Euler`](crate::Euler), [`Heun`](crate::Heun) and
 //! [`DpmPp2m`](crate::DpmPp2m) (docs/method.md §4.5).
 //!
-//! Every sampler shares the time grid, the initial value and the final denoise of SPEC.md §4.1:
+//! Every sampler shares the time grid, the initial value and the final denoise of docs/method.md §4.1:
 //!
 //! ```text
 //! x_{t_0} = μ_x + σ(t_0) z,  z ~ N(0, I)       (μ_x = denoiser.prior_mean(), or 0)
@@ -12,7 +12,7 @@
 //!
 //! A sampler sees the prior (or posterior) only through [`Denoiser::denoise`]. The loop runs under
 //! `tch::no_grad`, every state is detached after each step, and posterior denoisers open their own gradient
-//! scope inside `denoise` (SPEC.md §12.2 "Graph lifetime"), so memory is flat in the number of steps.
+//! scope inside `denoise` (docs/method.md §12.2 "Graph lifetime"), so memory is flat in the number of steps.
 
 pub mod ddim;
 pub mod ddpm;
@@ -67,7 +67,7 @@ impl StepObserver for Silent {
     fn on_step(&mut self, _info: &StepInfo, _x: &Tensor) {}
 }
 
-/// A reverse-diffusion sampler over any [`Denoiser`] (SPEC.md §4).
+/// A reverse-diffusion sampler over any [`Denoiser`] (docs/method.md §4).
 ///
 /// Implementors provide [`Sampler::step`]; the provided methods build the initial value and run the loop with
 /// the final denoise. The trait is object safe (`&dyn Sampler`).
@@ -126,12 +126,12 @@ pub trait Sampler {
         true
     }
 
-    /// The total number of denoiser calls of one run: `T · calls_per_step + 1` (the final denoise, SPEC.md §4.1).
+    /// The total number of denoiser calls of one run: `T · calls_per_step + 1` (the final denoise, docs/method.md §4.1).
     fn denoiser_calls(&self) -> usize {
         self.grid().steps() * self.calls_per_step() + 1
     }
 
-    /// The initial value `x_{t_0} = μ_x + σ(t_0) z` for a batch of the given shape `[N, ...]` (SPEC.md §4.1,
+    /// The initial value `x_{t_0} = μ_x + σ(t_0) z` for a batch of the given shape `[N, ...]` (docs/method.md §4.1,
     /// §12.2 "Starting mean"), with μ_x from [`Denoiser::prior_mean`] (0 when absent).
     ///
     /// # Errors
@@ -191,7 +191,7 @@ pub trait Sampler {
     }
 }
 
-/// `μ_x + σ z` for standard normals `z : [N, ...]` (SPEC.md §4.1), with `μ_x` from the denoiser's prior mean
+/// `μ_x + σ z` for standard normals `z : [N, ...]` (docs/method.md §4.1), with `μ_x` from the denoiser's prior mean
 /// (reshaped to the per-sample shape; 0 when absent).
 ///
 /// # Errors

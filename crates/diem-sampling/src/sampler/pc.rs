@@ -1,4 +1,4 @@
-//! Predictor-corrector sampling: a DDIM predictor and Langevin corrections (SPEC.md §4.4).
+//! Predictor-corrector sampling: a DDIM predictor and Langevin corrections (docs/method.md §4.4).
 
 use diem_models::{Denoiser, Schedule};
 use tch::Tensor;
@@ -8,7 +8,7 @@ use super::{denoise_at, Sampler, TimeGrid};
 use crate::error::{Result, SamplingError};
 use crate::rng::NoiseRng;
 
-/// The predictor-corrector sampler of \[ref\] (SPEC.md §4.4). Each step from `t` to `s`:
+/// The predictor-corrector sampler of the authors' code (docs/method.md §4.4). Each step from `t` to `s`:
 ///
 /// 1. predictor: one DDIM step `t → s` ([`ddim_update`]);
 /// 2. `C` corrections at `s` (unadjusted Langevin on `∇ log p(x_s) = (d − x)/σ_s²` with step `δ = τ σ_s²`),
@@ -18,7 +18,7 @@ use crate::rng::NoiseRng;
 ///    x ← x − τ (x − d(x, σ_s)) + σ_s √(2τ) ε
 ///    ```
 ///
-/// That is `1 + C` denoiser calls per step and `T (1 + C) + 1` in total. Defaults of \[ref\]: `C = 1`, `τ = 0.1`.
+/// That is `1 + C` denoiser calls per step and `T (1 + C) + 1` in total. Defaults of the authors' code: `C = 1`, `τ = 0.1`.
 ///
 /// # References
 /// Song et al., "Score-Based Generative Modeling through Stochastic Differential Equations", 2021,
@@ -51,7 +51,7 @@ impl PredictorCorrector {
         Ok(Self { schedule: Box::new(schedule), grid, corrections, tau })
     }
 
-    /// The reference defaults `C = 1`, `τ = 0.1` (SPEC.md §4.4).
+    /// The reference defaults `C = 1`, `τ = 0.1` (docs/method.md §4.4).
     pub fn reference(schedule: impl Schedule + 'static, grid: TimeGrid) -> Self {
         Self { schedule: Box::new(schedule), grid, corrections: 1, tau: 0.1 }
     }

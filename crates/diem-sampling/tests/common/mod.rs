@@ -27,7 +27,7 @@ pub fn dense_cov(prior: &GaussianDenoiser) -> Tensor {
 }
 
 /// The exact `E[x | x_t, y] = P⁻¹ (Σ⁻¹ μ + x_t/σ² + Aᵀ Σ_y⁻¹ y)` with `P = Σ⁻¹ + I/σ² + Aᵀ Σ_y⁻¹ A`, per sample
-/// (SPEC.md §12.1 item 6). `a : [B, m, d]`, `x_t : [B, d]`, `y : [B, m]`, `sigma_y` scalar.
+/// (docs/method.md §12.1 item 6). `a : [B, m, d]`, `x_t : [B, d]`, `y : [B, m]`, `sigma_y` scalar.
 pub fn exact_posterior_mean(
     prior: &GaussianDenoiser,
     a: &Tensor,
