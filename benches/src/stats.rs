@@ -1,7 +1,6 @@
 //! Summaries over seeds (median and quartiles) and the CSV files the studies write.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{BenchError, Result};
@@ -89,12 +88,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| BenchError::io(parent, e))?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| BenchError::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| BenchError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| BenchError::io(path, e))?;
-    Ok(())
+    diem_fs::write_atomic(path, bytes).map_err(|e| BenchError::io(path, e))
 }
 
 #[cfg(test)]

@@ -67,7 +67,6 @@ pub fn md5_file(path: &Path) -> Result<String> {
 pub fn download_archive(dir: &Path, options: &DownloadOptions) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| CifarError::io(dir, e))?;
     let target = dir.join(ARCHIVE_NAME);
-    let tmp = dir.join(format!(".{ARCHIVE_NAME}.part-{}", std::process::id()));
     let by_hand = format!(
         "download {} in a browser (or on a machine with internet access) and put it at {} \
          (or extract it there, giving {}/)",
@@ -77,45 +76,65 @@ pub fn download_archive(dir: &Path, options: &DownloadOptions) -> Result<PathBuf
     );
     let fail = |reason: String| CifarError::Download { url: options.url.clone(), reason };
     eprintln!("diem-cifar: downloading {} to {}", options.url, target.display());
-    let status = Command::new(&options.curl)
-        .arg("--location")
-        .arg("--fail")
-        .arg("--connect-timeout")
-        .arg(options.connect_timeout_s.to_string())
-        .arg("--output")
-        .arg(&tmp)
-        .arg(&options.url)
-        .status();
-    let status = match status {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(fail(format!(
-                "`{}` was not found: install curl (e.g. `apt-get install curl`) or {by_hand}",
-                options.curl.display()
-            )));
+    // The download lands under a temporary name (diem_fs::write_atomic_path) and is renamed only after the
+    // checksum matched.
+    enum Step {
+        Io(std::io::Error),
+        Fail(CifarError),
+    }
+    impl From<std::io::Error> for Step {
+        fn from(e: std::io::Error) -> Self {
+            Self::Io(e)
         }
-        Err(e) => return Err(fail(format!("cannot run `{}`: {e}; {by_hand}", options.curl.display()))),
-    };
-    if !status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        let why = match status.code() {
-            Some(5..=7) => "the host cannot be reached (offline, no DNS or a firewall?)".to_string(),
-            Some(28) => "the connection timed out (offline or a slow network?)".to_string(),
-            Some(22) => "the server answered with an HTTP error".to_string(),
-            Some(c) => format!("curl exited with code {c}"),
-            None => "curl was killed by a signal".to_string(),
+    }
+    let fetched = diem_fs::write_atomic_path(&target, |tmp: &Path| -> std::result::Result<(), Step> {
+        let status = Command::new(&options.curl)
+            .arg("--location")
+            .arg("--fail")
+            .arg("--connect-timeout")
+            .arg(options.connect_timeout_s.to_string())
+            .arg("--output")
+            .arg(tmp)
+            .arg(&options.url)
+            .status();
+        let status = match status {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Step::Fail(fail(format!(
+                    "`{}` was not found: install curl (e.g. `apt-get install curl`) or {by_hand}",
+                    options.curl.display()
+                ))));
+            }
+            Err(e) => {
+                return Err(Step::Fail(fail(format!(
+                    "cannot run `{}`: {e}; {by_hand}",
+                    options.curl.display()
+                ))))
+            }
         };
-        return Err(fail(format!("{why}; {by_hand}")));
-    }
-    if let Some(expected) = &options.md5 {
-        let got = md5_file(&tmp)?;
-        if !got.eq_ignore_ascii_case(expected) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail(format!(
-                "the MD5 of the downloaded file is {got}, expected {expected} (corrupt or wrong file); {by_hand}"
-            )));
+        if !status.success() {
+            let why = match status.code() {
+                Some(5..=7) => "the host cannot be reached (offline, no DNS or a firewall?)".to_string(),
+                Some(28) => "the connection timed out (offline or a slow network?)".to_string(),
+                Some(22) => "the server answered with an HTTP error".to_string(),
+                Some(c) => format!("curl exited with code {c}"),
+                None => "curl was killed by a signal".to_string(),
+            };
+            return Err(Step::Fail(fail(format!("{why}; {by_hand}"))));
         }
+        if let Some(expected) = &options.md5 {
+            let got = md5_file(tmp).map_err(Step::Fail)?;
+            if !got.eq_ignore_ascii_case(expected) {
+                return Err(Step::Fail(fail(format!(
+                    "the MD5 of the downloaded file is {got}, expected {expected} (corrupt or wrong file); {by_hand}"
+                ))));
+            }
+        }
+        Ok(())
+    });
+    match fetched {
+        Ok(()) => Ok(target),
+        Err(Step::Fail(e)) => Err(e),
+        Err(Step::Io(e)) => Err(CifarError::io(&target, e)),
     }
-    std::fs::rename(&tmp, &target).map_err(|e| CifarError::io(&target, e))?;
-    Ok(target)
 }

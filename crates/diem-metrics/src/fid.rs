@@ -1,6 +1,6 @@
 //! Fréchet Inception Distance between feature statistics (docs/method.md §9b "Evaluation").
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
@@ -102,18 +102,18 @@ impl FeatureStats {
         let mean = self.mean.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_contiguous()?;
         let cov = self.cov.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_contiguous()?;
         let count = Tensor::from(self.count);
-        let tmp = temporary_sibling(path);
-        let written = Tensor::write_npz(&[("mu", &mean), ("sigma", &cov), ("count", &count)], &tmp);
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(MetricsError::StatsFile {
-                path: path.to_path_buf(),
-                reason: format!("cannot write: {e}"),
-            });
-        }
-        std::fs::rename(&tmp, path).map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            MetricsError::Io { path: path.to_path_buf(), source }
+        let mut failure = None;
+        diem_fs::write_atomic_path(path, |tmp| {
+            Tensor::write_npz(&[("mu", &mean), ("sigma", &cov), ("count", &count)], tmp).map_err(|e| {
+                failure = Some(e.to_string());
+                std::io::Error::other("the npz writer failed")
+            })
+        })
+        .map_err(|source| match failure.take() {
+            Some(e) => {
+                MetricsError::StatsFile { path: path.to_path_buf(), reason: format!("cannot write: {e}") }
+            }
+            None => MetricsError::Io { path: path.to_path_buf(), source },
         })
     }
 
@@ -155,12 +155,6 @@ impl FeatureStats {
         stats.validate(&format!("{}", path.display())).map_err(|e| err(e.to_string()))?;
         Ok(stats)
     }
-}
-
-/// `dir/.name.tmp-<pid>` next to `path`, so that the final rename stays on one file system.
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "stats".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// Fréchet distance between the Gaussians fitted to two feature sets (docs/method.md §9b, the FID):

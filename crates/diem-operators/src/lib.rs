@@ -73,7 +73,8 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod atomic;
+/// The atomic file writer (the crate `diem-fs`, re-exported so `diem_operators::atomic` keeps working).
+pub use diem_fs as atomic;
 pub mod blur;
 pub mod compose;
 pub mod downsample;

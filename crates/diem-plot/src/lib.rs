@@ -83,13 +83,18 @@ pub(crate) fn write_png_atomically(
 ) -> Result<()> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "figure".into());
-    let tmp = parent.join(format!(".{stem}.{}.tmp.png", std::process::id()));
-    if let Err(message) = draw(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Draw { path: path.to_path_buf(), message });
-    }
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    // The drawing library picks the image format by the extension, which `write_atomic_path` keeps.
+    let mut failure = None;
+    diem_fs::write_atomic_path(path, |tmp| {
+        draw(tmp).map_err(|message| {
+            failure = Some(message);
+            std::io::Error::other("drawing failed")
+        })
+    })
+    .map_err(|source| match failure.take() {
+        Some(message) => Error::Draw { path: path.to_path_buf(), message },
+        None => Error::Io { path: path.to_path_buf(), source },
+    })
 }
 
 /// Checks that every value is finite, naming the figure and the input otherwise.

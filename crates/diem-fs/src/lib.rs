@@ -1,11 +1,28 @@
-//! Writing files so that nothing is lost: the one atomic writer every diem crate uses (observation files
-//! here, checkpoints and run directories through `diem-models` and `diem-em`).
+//! Writing files so that nothing is lost: the one atomic writer every diem crate uses (observation files,
+//! checkpoints, run directories, figures, feature statistics, downloads, benchmark reports).
 //!
-//! A write fills `.name.tmp-PID` beside the target, syncs it and renames it over the target, so a kill
-//! leaves either the old file or the new one, and at most a stale temporary file ([`is_temp_file`] tells
-//! which, for cleaning). A symbolic link is written through (its target is replaced, the link stays); a path
-//! that exists and is not a regular file (a directory, a device such as `/dev/stdout`, a FIFO) is refused
-//! rather than replaced.
+//! A write fills `.name.tmp-PID` beside the target (the process id tells a live writer's file from one a killed
+//! process left), syncs it and renames it over the target, so a kill leaves either the old file or the new one,
+//! and at most a stale temporary file ([`is_temp_file`] tells which, for cleaning). A failed write removes its
+//! temporary file. A symbolic link is written through (its target is replaced, the link stays); a path that
+//! exists and is not a regular file (a directory, a device such as `/dev/stdout`, a FIFO) is refused rather than
+//! replaced.
+//!
+//! Three entry points, one protocol: [`write_atomic`] (bytes), [`write_atomic_with`] (a closure filling the open
+//! file) and [`write_atomic_path`] (a closure given the temporary *path*, for libraries that write to a path
+//! themselves, such as image encoders or `curl -o`; the temporary name keeps the target's extension, since some
+//! of them choose the format by it).
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("report.md");
+//! diem_fs::write_atomic(&path, b"# lap table")?;
+//! diem_fs::write_atomic_path(&path, |tmp| std::fs::write(tmp, "# lap table, again"))?;
+//! assert_eq!(std::fs::read_to_string(&path)?, "# lap table, again");
+//! assert_eq!(std::fs::read_dir(dir.path())?.count(), 1); // no temporary file left
+//! # Ok(()) }
+//! ```
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -70,6 +87,55 @@ pub fn write_target(path: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "too many levels of symbolic links"))
 }
 
+/// Writes `bytes` to `path` atomically (module docs).
+///
+/// # Errors
+/// The IO error of resolving the target, creating, writing, syncing or renaming.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |f| std::io::Write::write_all(f, bytes))
+}
+
+/// Writes `path` atomically (module docs) through a writer that needs a path rather than an open file: `write`
+/// creates the temporary file `dir/.name.tmp-PID.ext` (the target's extension kept), which is then synced and
+/// renamed over the file `path` names. On failure the temporary file is removed.
+///
+/// # Errors
+/// `write`'s error, or the IO error (as `E`) of resolving the target, syncing or renaming; a `write` that
+/// returns `Ok` without creating the file gives [`std::io::ErrorKind::NotFound`].
+pub fn write_atomic_path<E: From<std::io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    let target = write_target(path)?;
+    let tmp = temp_path_keeping_extension(&target);
+    let result = (|| {
+        write(&tmp)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        // Best effort: the temporary file is useless after a failure.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `dir/.name.tmp-PID.ext` for `dir/name.ext` (`dir/.name.tmp-PID` without an extension): where
+/// [`write_atomic_path`] lets its writer write.
+pub fn temp_path_keeping_extension(path: &Path) -> PathBuf {
+    let tmp = temp_path(path);
+    match path.extension() {
+        Some(ext) => {
+            let mut name = tmp.file_name().unwrap_or_default().to_os_string();
+            name.push(".");
+            name.push(ext);
+            tmp.with_file_name(name)
+        }
+        None => tmp,
+    }
+}
+
 /// `dir/.name.tmp-PID` for `dir/name`: where [`write_atomic_with`] writes before its rename.
 pub fn temp_path(path: &Path) -> PathBuf {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -77,11 +143,12 @@ pub fn temp_path(path: &Path) -> PathBuf {
     dir.join(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// The process id in a temporary file name written by [`write_atomic_with`] (`.name.tmp-PID`), or `None`
-/// for any other name.
+/// The process id in a temporary file name written by this module (`.name.tmp-PID`, or `.name.tmp-PID.ext`
+/// from [`write_atomic_path`]), or `None` for any other name.
 pub fn is_temp_file(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
-    let (stem, pid) = rest.rsplit_once(".tmp-")?;
+    let (stem, tail) = rest.rsplit_once(".tmp-")?;
+    let pid = tail.split_once('.').map_or(tail, |(pid, _ext)| pid);
     if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -152,5 +219,39 @@ mod tests {
         assert!(read_regular(dir.path()).is_err());
         assert_eq!(is_temp_file(".state.bin.tmp-42"), Some(42));
         assert_eq!(is_temp_file("state.bin"), None);
+    }
+
+    #[test]
+    fn path_writers_keep_the_extension_sync_rename_and_clean_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("figure.png");
+        let mut seen = None;
+        write_atomic_path::<std::io::Error>(&file, |tmp| {
+            seen = Some(tmp.to_path_buf());
+            std::fs::write(tmp, b"png")
+        })
+        .unwrap();
+        let tmp = seen.unwrap();
+        assert_eq!(tmp.extension().unwrap(), "png", "{}", tmp.display());
+        assert_eq!(is_temp_file(&tmp.file_name().unwrap().to_string_lossy()), Some(std::process::id()));
+        assert_eq!(std::fs::read(&file).unwrap(), b"png");
+        // A failing writer leaves the old file and nothing else, even when it wrote part of its output.
+        let err = write_atomic_path(&file, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            Err(std::io::Error::other("encoder failed"))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"png");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A writer that creates nothing is an error, not a silent success.
+        let err = write_atomic_path::<std::io::Error>(&file, |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        // Bytes, through a link.
+        let link = dir.path().join("link.png");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+        assert_eq!(is_temp_file(".figure.png.tmp-7.png"), Some(7));
+        assert_eq!(is_temp_file(".figure.png.tmp-x.png"), None);
     }
 }
