@@ -259,7 +259,8 @@ pub struct EmConfig {
     /// The observation-space diagnostic.
     #[serde(default)]
     pub diagnostics: DiagnosticsConfig,
-    /// Show indicatif progress bars (laps, E-step chunks, training steps).
+    /// Report progress (laps, E-step chunks, training steps) through the run's `ProgressObserver`: by default
+    /// terminal bars, or timestamped log lines when the output is not a terminal.
     #[serde(default)]
     pub progress: bool,
     /// Where the observations and the E-step samples live (default: on the run's device).

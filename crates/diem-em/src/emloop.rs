@@ -115,6 +115,8 @@ pub struct EmLoop {
     pub(crate) validation: Option<Observation>,
     /// Whether rank 0's parameters went to every rank in this process.
     pub(crate) broadcast_done: bool,
+    /// What the checks of the observations found worth saying (see [`EmLoop::warnings`]).
+    pub(crate) warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for EmLoop {
@@ -149,8 +151,10 @@ impl EmLoop {
     ) -> Result<Self> {
         config.network = factory.describe();
         let checked = crate::EmRun::check_new(&config, &observations, comm.size());
-        sync(&*comm, checked)?;
-        Ok(Self::from_parts(config, observations, device, factory, comm, LoopState::default()))
+        let warnings = sync(&*comm, checked)?;
+        let mut em = Self::from_parts(config, observations, device, factory, comm, LoopState::default());
+        em.warnings = warnings;
+        Ok(em)
     }
 
     /// A loop at `state` (the Gaussian, model and samples are set by the caller), observations moved to
@@ -179,6 +183,7 @@ impl EmLoop {
             samples: None,
             validation: None,
             broadcast_done: false,
+            warnings: Vec::new(),
         }
     }
 
@@ -222,6 +227,12 @@ impl EmLoop {
         self.config.progress = progress;
         self.progress = Rc::new(TerminalProgress::new(progress && self.comm.is_root()));
         self.custom_progress = false;
+    }
+
+    /// Warnings about the data found when the loop was made ([`crate::EmRun::check_new`]): for example
+    /// observations that carry no information about some coordinates. Empty when nothing was found.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The configuration (`network` is the factory's description).

@@ -509,12 +509,15 @@ fn everything_checkable_is_checked_before_anything_is_written() {
     c.gaussian.rank = 1;
     c.estep.chunk_size = 8;
     c.mstep.batch_size = 8;
+    let in_memory = diem_em::EmLoop::new(c.clone(), obs.clone(), Device::Cpu).unwrap();
     let run = EmRun::create(tmp.path().join("warn"), c, obs, Device::Cpu).unwrap();
     assert!(
         run.warnings().iter().any(|w| w.contains("1 of 8") && w.contains("rows 3")),
         "{:?}",
         run.warnings()
     );
+    // The loop without a run directory makes the same checks and keeps the same warnings.
+    assert_eq!(in_memory.warnings(), run.warnings());
 }
 
 #[test]
