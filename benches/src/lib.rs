@@ -4,6 +4,8 @@
 //! - [`figure2`]: the paper's Figure 2 study (docs/method.md §10.4–10.5), run by `cargo xtask figure2`.
 //! - [`sweep`]: beyond the paper, full posterior samplers (MMPS, DPS, TMPD, PiGDM, DiffPIR, heuristics)
 //!   against the exact posterior for d = 2..64, run by `cargo xtask sweep`.
+//! - [`frontier`]: accuracy per second against azula (issue 14): the sweep's problem at d = 8 and 32, divergence
+//!   against wall time for diem's samplers and azula's, run by `cargo xtask sweep --frontier`.
 //! - [`posterior_bench`]: our side of `cargo xtask bench posterior` (speed and memory against azula; the azula
 //!   side is `benches/python/azula_posterior.py`).
 //! - [`inverse`]: the FFHQ-256 posterior-sampling benchmark of docs/method.md §9d (Table 4, the cost table of
@@ -24,6 +26,7 @@
 
 pub mod error;
 pub mod figure2;
+pub mod frontier;
 pub mod inverse;
 pub mod mixture;
 pub mod posterior_bench;

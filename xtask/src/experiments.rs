@@ -52,6 +52,155 @@ pub struct StudyArgs {
     args: Vec<String>,
 }
 
+/// Arguments of `cargo xtask sweep`: the sweep, or with `--frontier` the accuracy-per-second comparison against
+/// azula (issue 14). The frontier lives here because it is the sweep's problem and divergence with wall time
+/// added; it borrows `bench posterior`'s azula installation and interleaving.
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Divergence against wall time at d = 8 and 32 for diem's samplers × MMPS(1, 3) and TDS, and azula 0.11.1's
+    /// DDIM and DDPM × MMPS(1, 3), runs interleaved; CSV, JSON lines, PNG and markdown in `--out`.
+    #[arg(long, conflicts_with = "full")]
+    frontier: bool,
+    /// With `--frontier`: the quick preset (N = 64, up to 32 steps; about a minute).
+    #[arg(long, requires = "frontier")]
+    quick: bool,
+    /// With `--frontier`: repetitions of every run (default 3).
+    #[arg(long, requires = "frontier")]
+    repeat: Option<usize>,
+    /// With `--frontier`: intra-op threads of both sides (tch and torch; default 1).
+    #[arg(long, default_value_t = 1, requires = "frontier")]
+    threads: usize,
+    /// With `--frontier`: diem's side only (no python, no azula install).
+    #[arg(long, requires = "frontier")]
+    no_azula: bool,
+    /// With `--frontier`: the output folder.
+    #[arg(long, default_value = "runs/frontier", requires = "frontier")]
+    out: PathBuf,
+}
+
+/// `cargo xtask sweep`: the sweep study, or the frontier with `--frontier`.
+pub fn sweep(root: &Path, args: &SweepArgs) -> Result<ExitCode> {
+    if args.frontier {
+        frontier(root, args)
+    } else {
+        study(root, "sweep", &args.study)
+    }
+}
+
+/// The 1-, 5- and 15-minute load averages from `/proc/loadavg`.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// `cargo xtask sweep --frontier`: prepares the problem, then for every repetition and dimension runs diem's
+/// configurations and azula's in two processes, alternating which goes first, and writes the report.
+fn frontier(root: &Path, args: &SweepArgs) -> Result<ExitCode> {
+    let env = if args.no_azula { torch::setup(root)? } else { ensure_azula(root)? };
+    let bin = build_bin(root, &env, "frontier")?;
+    let dir = root.join(&args.out);
+    let threads = args.threads.max(1).to_string();
+    let run = |mut cmd: Command, what: &str| -> Result<()> {
+        for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+            cmd.env(var, &threads);
+        }
+        let status = cmd.status().with_context(|| format!("cannot run {what}"))?;
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(())
+    };
+    let mut prep = bin_command(root, &env, &bin)?;
+    prep.arg("prepare").arg("--out").arg(&dir);
+    if args.quick {
+        prep.arg("--quick");
+    }
+    if let Some(r) = args.repeat {
+        prep.args(["--repeat", &r.to_string()]);
+    }
+    run(prep, "frontier prepare")?;
+    let config_path = dir.join("config.json");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", config_path.display()))?;
+    let dims: Vec<i64> =
+        config["dims"].as_array().context("config.json: dims")?.iter().filter_map(|v| v.as_i64()).collect();
+    let repeat = config["repeat"].as_u64().context("config.json: repeat")?;
+    let python = match &env.source {
+        torch::Source::Venv(venv) => Some(venv.join("bin").join("python")),
+        _ => None,
+    };
+    let load_before = load_average();
+    eprintln!("xtask: frontier, load average before: {}", load_before.as_deref().unwrap_or("n/a"));
+    let start = std::time::Instant::now();
+    for rep in 0..repeat {
+        for &d in &dims {
+            let (rep_s, d_s) = (rep.to_string(), d.to_string());
+            let mut ours = bin_command(root, &env, &bin)?;
+            ours.arg("run").arg("--dir").arg(&dir).args([
+                "--dim",
+                &d_s,
+                "--rep",
+                &rep_s,
+                "--threads",
+                &threads,
+            ]);
+            let theirs = match (&python, args.no_azula) {
+                (Some(python), false) => {
+                    let mut cmd = bin_command(root, &env, python)?;
+                    cmd.arg(root.join("benches").join("python").join("azula_frontier.py"))
+                        .arg("--dir")
+                        .arg(&dir);
+                    cmd.args(["--dim", &d_s, "--rep", &rep_s, "--threads", &threads]);
+                    Some(cmd)
+                }
+                _ => None,
+            };
+            eprintln!(
+                "xtask: frontier d = {d}, repetition {}/{repeat} [{:.0} s]",
+                rep + 1,
+                start.elapsed().as_secs_f64()
+            );
+            // Alternate which side goes first, so that a slow stretch of the machine hits both.
+            match theirs {
+                Some(theirs) if rep % 2 == 1 => {
+                    run(theirs, "azula_frontier.py")?;
+                    run(ours, "frontier run")?;
+                }
+                Some(theirs) => {
+                    run(ours, "frontier run")?;
+                    run(theirs, "azula_frontier.py")?;
+                }
+                None => run(ours, "frontier run")?,
+            }
+        }
+    }
+    let load_after = load_average();
+    let mut report = bin_command(root, &env, &bin)?;
+    report.arg("report").arg("--dir").arg(&dir);
+    run(report, "frontier report")?;
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let machine = format!(
+        "
+Machine: {cores} cores, {threads} intra-op thread(s) on both sides; load average (1, 5, 15 min) before          {}, after {}; measurement {:.0} s.
+",
+        load_before.as_deref().unwrap_or("n/a"),
+        load_after.as_deref().unwrap_or("n/a"),
+        start.elapsed().as_secs_f64()
+    );
+    let md_path = dir.join("frontier.md");
+    let mut md =
+        std::fs::read_to_string(&md_path).with_context(|| format!("reading {}", md_path.display()))?;
+    md.push_str(&machine);
+    crate::write_atomic(&md_path, md.as_bytes())?;
+    println!("{machine}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Arguments of `cargo xtask bench posterior`.
 #[derive(clap::Args)]
 pub struct BenchPosteriorArgs {

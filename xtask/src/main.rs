@@ -63,8 +63,9 @@ enum Cmd {
     },
     /// The paper's Figure 2 (docs/method.md §10) into runs/figure2/: reduced sizes, `--full` for the paper's.
     Figure2(experiments::StudyArgs),
-    /// Posterior samplers vs the exact mixture posterior for d = 2..64 (beyond the paper), into runs/sweep/.
-    Sweep(experiments::StudyArgs),
+    /// Posterior samplers vs the exact mixture posterior for d = 2..64 (beyond the paper), into runs/sweep/;
+    /// `--frontier [--quick]`: divergence against wall time, diem vs azula 0.11.1, into runs/frontier/.
+    Sweep(experiments::SweepArgs),
     /// Corrupted CIFAR-10 (docs/method.md §9b): read or download the binary distribution, write observation sets.
     PrepareCifar(pipelines::Forwarded),
     /// Corrupted CIFAR-10 DiEM (`--rho 0.75 [--paper | --tiny] [--inception PATH]`), per-lap grids, FID/IS.
@@ -139,7 +140,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             BenchTarget::Dist(args) => dist_bench::bench(&root, &args),
         },
         Cmd::Figure2(args) => experiments::study(&root, "figure2", &args),
-        Cmd::Sweep(args) => experiments::study(&root, "sweep", &args),
+        Cmd::Sweep(args) => experiments::sweep(&root, &args),
         Cmd::PrepareCifar(args) => pipelines::run(&root, pipelines::PREPARE_CIFAR, &args),
         Cmd::ReproduceCifar(args) => pipelines::run(&root, pipelines::REPRODUCE_CIFAR, &args),
         Cmd::PrepareFastmri(args) => pipelines::run(&root, pipelines::PREPARE_FASTMRI, &args),
