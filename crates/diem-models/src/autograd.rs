@@ -27,7 +27,34 @@ pub fn vjp(
             output.size()
         )));
     }
+    // libtorch's engine dereferences the output's gradient edge unchecked: a detached output (or one
+    // computed under `no_grad`), or an input that does not require gradients, would crash the process.
+    if !input.requires_grad() || !output.requires_grad() {
+        return Err(tch::TchError::Torch(format!(
+            "vjp: the output has no autograd graph back to the input (input requires_grad = {}, output \
+             requires_grad = {}): the function was detached, or computed under no_grad",
+            input.requires_grad(),
+            output.requires_grad()
+        )));
+    }
     let inner = output.f_mul(cotangent)?.f_sum(output.kind())?;
     let mut grads = Tensor::f_run_backward(&[inner], &[input], keep_graph, false)?;
     grads.pop().ok_or_else(|| tch::TchError::Torch("vjp: autograd returned no gradient".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vjp;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn a_detached_output_is_an_error_not_a_crash() {
+        let x = Tensor::ones([3], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let u = Tensor::ones([3], (Kind::Double, Device::Cpu));
+        let y = &x * 2.0;
+        let g = vjp(&y, &x, &u, true).expect("a graph exists");
+        assert_eq!(Vec::<f64>::try_from(&g).expect("f64"), vec![2.0; 3]);
+        assert!(vjp(&y.detach(), &x, &u, false).is_err());
+        assert!(vjp(&y, &x.detach(), &u, false).is_err());
+    }
 }
