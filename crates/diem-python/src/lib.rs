@@ -484,7 +484,11 @@ fn fit(
     let obs = observations.observation()?;
     let device = obs.y.device();
     let config = match (&config_json, resume) {
-        (Some(json), false) => Some(ok(EmConfig::from_json(Path::new("config"), json.as_bytes()))?),
+        (Some(json), false) => Some(
+            // The configuration is an argument here, not a file: its errors are ConfigErrors.
+            EmConfig::from_json(Path::new("config"), json.as_bytes())
+                .map_err(|e| exception(Category::Config, errors::chain(&e)))?,
+        ),
         (None, false) => return Err(config_error("config", "is required unless resume=True")),
         (_, true) => None,
     };
