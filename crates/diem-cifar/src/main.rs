@@ -275,6 +275,8 @@ fn synth_cmd(args: &SynthArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Before any libtorch call: libgomp's wait policy (a re-execution) and DIEM_THREADS.
+    diem_models::init_process_threads();
     let start = Instant::now();
     let cli = Cli::parse();
     match &cli.command {

@@ -161,6 +161,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before any libtorch call: libgomp's wait policy (a re-execution) and DIEM_THREADS.
+    diem_models::init_process_threads();
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -124,6 +124,8 @@ struct FixtureArgs {
 }
 
 fn main() -> Result<()> {
+    // Before any libtorch call: libgomp's wait policy (a re-execution) and DIEM_THREADS.
+    diem_models::init_process_threads();
     let cli = Cli::parse();
     match cli.command {
         Command::Prepare(a) => {
@@ -169,8 +171,12 @@ fn main() -> Result<()> {
             let data = a.data.or_else(|| (name == "paper").then(|| PathBuf::from("data/cache/fastmri")));
             let (device, comm) = diem_em::dist::launch(None, None)?;
             // The CPU presets run many tiny ops: libtorch's thread pool only adds synchronization (and
-            // spins badly on a shared 2-core machine), so they use one thread unless OMP_NUM_THREADS is set.
-            if device == tch::Device::Cpu && name != "paper" && std::env::var_os("OMP_NUM_THREADS").is_none()
+            // spins badly on a shared 2-core machine), so they use one thread unless OMP_NUM_THREADS or
+            // DIEM_THREADS is set.
+            if device == tch::Device::Cpu
+                && name != "paper"
+                && std::env::var_os("OMP_NUM_THREADS").is_none()
+                && std::env::var_os(diem_models::threads::THREADS_VAR).is_none()
             {
                 tch::set_num_threads(1);
             }

@@ -109,6 +109,8 @@ fn parse() -> Result<Args> {
 }
 
 fn main() -> Result<()> {
+    // Before any libtorch call: libgomp's wait policy (a re-execution) and DIEM_THREADS.
+    diem_models::init_process_threads();
     let args = parse()?;
     let device = diem_models::device_from_env()?;
     eprintln!(

@@ -17,6 +17,7 @@
 //! - [`progress`]: the [`ProgressObserver`] trait long computations report to; [`TerminalProgress`] (indicatif
 //!   bars, or timestamped log lines without a terminal) is the default.
 //! - [`device`] (CUDA when available, else CPU, overridable through `DIEM_DEVICE`) and [`autograd::vjp`].
+//! - [`threads`]: the binaries' intra-op thread count and OpenMP wait policy ([`init_process_threads`]).
 //!
 //! ```
 //! use diem_models::{Denoiser, MlpConfig, NetworkConfig, PriorModel, VeSchedule};
@@ -50,6 +51,7 @@ pub mod network;
 pub mod progress;
 pub mod randman;
 pub mod schedule;
+pub mod threads;
 pub mod train;
 pub mod unet;
 
@@ -66,6 +68,7 @@ pub use network::{CustomNetwork, ModelFactory, Network, NetworkConfig, PriorDeno
 pub use progress::{NoProgress, ProgressObserver, ProgressTask, TerminalProgress};
 pub use randman::{frequency_count, normalize_features, Randman, RandmanConfig};
 pub use schedule::{Schedule, VeSchedule};
+pub use threads::{init_process_threads, ThreadSettings};
 pub use train::{
     AdamConfig, AugmentConfig, Batching, Ema, GradientReducer, LossRecord, LrConfig, LrSchedule,
     TimeDistribution, TrainConfig, TrainReport, Trainer,

@@ -5,9 +5,12 @@
 //! The optimizer is libtorch's Adam through [`tch::nn::Optimizer`] (β1 = 0.9, β2 = 0.999, ε = 1e-8 by
 //! default; `weight_decay` is PyTorch's coupled L2 term, or AdamW's decoupled decay with `decoupled`).
 //! Gradients are clipped to a global norm before each Adam step, without a host synchronization.
+//! [`AdamConfig::fused`] opts into the same Adam and clipping over one flat buffer (fewer kernels per step;
+//! not bit-identical to the default).
 
 mod augment;
 mod ema;
+mod flat_adam;
 mod lr;
 
 pub use augment::{adjust_hue_saturation, hsv_to_rgb, pad_and_crop, rgb_to_hsv, AugmentConfig};
@@ -42,11 +45,17 @@ pub struct AdamConfig {
     /// Decoupled (AdamW) weight decay instead of PyTorch Adam's L2 term.
     #[serde(default)]
     pub decoupled: bool,
+    /// Opt-in: Adam and the gradient clipping over one flat buffer holding every variable, a dozen kernels per
+    /// step whatever the number of tensors, instead of libtorch's per-tensor Adam (the default, which the
+    /// recorded runs used). The same algorithm but not bit-identical (interpolated moment updates, one norm
+    /// reduction); `BENCHMARKS.md` ("The M-step side by side") has both timings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fused: bool,
 }
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false, fused: false }
     }
 }
 
@@ -270,6 +279,8 @@ pub trait GradientReducer {
 pub struct Trainer {
     config: TrainConfig,
     opt: nn::Optimizer,
+    /// The flat optimizer when [`AdamConfig::fused`]; `opt` then only resets the gradients.
+    flat: Option<flat_adam::FlatAdam>,
     params: Vec<Tensor>,
     ema: Option<Ema>,
     step: usize,
@@ -307,10 +318,13 @@ impl Trainer {
                 .build(vs, lr0)?
         };
         let ema = config.ema_decay.map(|d| Ema::new(vs, d)).transpose()?;
+        let params = vs.trainable_variables();
+        let flat = if a.fused { Some(flat_adam::FlatAdam::new(&params, a)?) } else { None };
         Ok(Self {
-            params: vs.trainable_variables(),
+            params,
             config,
             opt,
+            flat,
             ema,
             step: 0,
             order: None,
@@ -458,6 +472,15 @@ impl Trainer {
     /// Clips the global gradient norm, steps Adam and updates the EMA (the second half of
     /// [`Trainer::train_step`]); returns the detached loss and the norm before clipping.
     fn clip_and_step(&mut self, loss: Tensor, device: tch::Device) -> (Tensor, Tensor) {
+        if let Some(flat) = &mut self.flat {
+            let norm = flat.gather_and_clip(self.config.clip_norm);
+            flat.step(self.config.lr.at(self.step, self.config.steps));
+            if let Some(ema) = &mut self.ema {
+                ema.update();
+            }
+            self.step += 1;
+            return (loss.detach(), norm);
+        }
         let norm = tch::no_grad(|| {
             let squares: Vec<Tensor> = self
                 .params
