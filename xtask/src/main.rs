@@ -11,6 +11,7 @@ mod gpu;
 mod manifold;
 mod mpi;
 mod pipelines;
+mod python;
 mod summary;
 mod torch;
 
@@ -76,6 +77,10 @@ enum Cmd {
     ReproduceFastmri(pipelines::Forwarded),
     /// The four-task posterior benchmark (docs/method.md §9d): `--prior DIR --images DIR`, Table 4 and cost table.
     PosteriorBench(pipelines::Forwarded),
+    /// Only the Python package's tests: its dev wheel in a throwaway venv, then pytest (a step of `test`).
+    TestPython,
+    /// Build the Python package's wheel (`python/`, maturin) into target/wheels/<profile>/.
+    Wheel(python::WheelArgs),
     /// Build and pack the CUDA test binaries, pipelines and benches for a GPU machine without cargo (.device/).
     GpuPack(gpu::PackArgs),
 }
@@ -89,6 +94,8 @@ enum BenchTarget {
     Posterior(experiments::BenchPosteriorArgs),
     /// `diem fit` on 1 and 2 MPI ranks and on 2 threads: the E-step's and the M-step's scaling.
     Dist(dist_bench::BenchDistArgs),
+    /// `diem.posterior` against azula's MMPS from Python, one PyTorch module: samples/s and peak memory.
+    Python(python::BenchPythonArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +145,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             BenchTarget::Em(args) => manifold::bench_em(&root, args),
             BenchTarget::Posterior(args) => experiments::bench_posterior(&root, &args),
             BenchTarget::Dist(args) => dist_bench::bench(&root, &args),
+            BenchTarget::Python(args) => python::bench(&root, &args),
         },
         Cmd::Figure2(args) => experiments::study(&root, "figure2", &args),
         Cmd::Sweep(args) => experiments::sweep(&root, &args),
@@ -147,6 +155,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::ReproduceFastmri(args) => pipelines::run(&root, pipelines::REPRODUCE_FASTMRI, &args),
         Cmd::PosteriorBench(args) => pipelines::run(&root, pipelines::POSTERIOR_BENCH, &args),
         Cmd::GpuPack(args) => gpu::pack(&root, &args),
+        Cmd::Wheel(args) => python::wheel(&root, &args),
+        Cmd::TestPython => {
+            let env = torch::setup(&root)?;
+            let mut totals = summary::TestTotals::default();
+            let ok = python::pytest(&root, &env, &mut totals)?;
+            println!("{}", totals.closing_line());
+            Ok(if ok && totals.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
 }
 
@@ -223,10 +239,12 @@ fn test(root: &Path, no_lint: bool, extra: &[String]) -> Result<ExitCode> {
         totals.add_line(&line);
     }
     let status = child.wait().context("cargo test did not finish")?;
+    // The Python package: its dev wheel in a throwaway venv, then pytest (a skip reason where impossible).
+    let python_ok = python::pytest(root, &env, &mut totals)?;
     println!();
     println!("xtask: {} test suites in {:.0?}", totals.suites, start.elapsed());
     println!("{}", totals.closing_line());
-    if !status.success() || totals.failed > 0 {
+    if !status.success() || !python_ok || totals.failed > 0 {
         eprintln!("xtask: cargo test failed ({status})");
         return Ok(ExitCode::FAILURE);
     }

@@ -286,7 +286,7 @@ fn installed_torch(venv: &Path) -> Result<Option<InstalledTorch>> {
 }
 
 /// `<venv>/lib/python3.X/site-packages` (POSIX) or `<venv>/Lib/site-packages` (Windows), those that exist.
-fn site_packages_dirs(venv: &Path) -> Result<Vec<PathBuf>> {
+pub fn site_packages_dirs(venv: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let windows = venv.join("Lib").join("site-packages");
     if windows.is_dir() {
@@ -305,7 +305,7 @@ fn site_packages_dirs(venv: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The interpreter inside a virtual environment.
-fn venv_python(venv: &Path) -> PathBuf {
+pub fn venv_python(venv: &Path) -> PathBuf {
     if cfg!(target_os = "windows") {
         venv.join("Scripts").join("python.exe")
     } else {
