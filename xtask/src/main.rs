@@ -13,7 +13,9 @@ mod mpi;
 mod pipelines;
 mod python;
 mod summary;
+mod threads_bench;
 mod torch;
+mod train_bench;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -96,6 +98,10 @@ enum BenchTarget {
     Dist(dist_bench::BenchDistArgs),
     /// `diem.posterior` against azula's MMPS from Python, one PyTorch module: samples/s and peak memory.
     Python(python::BenchPythonArgs),
+    /// One M-step training step, diem vs PyTorch, on the manifold MLP and a small U-Net: time per step.
+    Train(train_bench::BenchTrainArgs),
+    /// The manifold E-step alone and beside CPU hogs, with the old and the new thread settings.
+    Threads(threads_bench::BenchThreadsArgs),
 }
 
 fn main() -> ExitCode {
@@ -146,6 +152,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             BenchTarget::Posterior(args) => experiments::bench_posterior(&root, &args),
             BenchTarget::Dist(args) => dist_bench::bench(&root, &args),
             BenchTarget::Python(args) => python::bench(&root, &args),
+            BenchTarget::Train(args) => train_bench::bench(&root, &args),
+            BenchTarget::Threads(args) => threads_bench::bench(&root, &args),
         },
         Cmd::Figure2(args) => experiments::study(&root, "figure2", &args),
         Cmd::Sweep(args) => experiments::sweep(&root, &args),
