@@ -116,6 +116,7 @@ fn frontier_runs_and_scores_external_samples_alike() {
     let check = &checks[0];
     let reference = check.reference.as_ref().unwrap();
     assert_eq!(reference.divergence.to_bits(), near.to_bits());
+    assert_eq!(check.bound.unwrap().to_bits(), near.to_bits()); // one repetition: no spread
     let qualifying: Vec<&FrontierRecord> = records.iter().filter(|r| r.divergence.unwrap() <= near).collect();
     match &check.fastest {
         Some(f) => {
@@ -152,4 +153,50 @@ fn method_names_round_trip() {
     }
     let bad = FrontierConfig { azula_samplers: vec!["heun".into()], ..FrontierConfig::default() };
     assert!(bad.validate().is_err());
+}
+
+#[test]
+fn target_bound_is_the_reference_median_plus_its_spread() {
+    let config = FrontierConfig { dims: vec![8], reference_steps: 256, ..FrontierConfig::default() };
+    let record =
+        |implementation, sampler: &str, method: &str, steps, rep, seconds, divergence| FrontierRecord {
+            implementation,
+            sampler: sampler.into(),
+            method: method.into(),
+            steps,
+            dim: 8,
+            rep,
+            seconds,
+            cpu_seconds: None,
+            forwards: steps,
+            vjps: steps,
+            threads: 1,
+            divergence: Some(divergence),
+            samples_file: None,
+            samples_key: None,
+        };
+    let (azula, diem) = (Implementation::Azula, Implementation::Diem);
+    // The reference's repetitions: 1.0e-2, 1.2e-2 and one spike (outlying samples) at 0.9: median 1.2e-2,
+    // deviations {0.2e-2, 0, 0.888} → MAD 0.2e-2, bound 1.4e-2. The spike does not widen the bound.
+    let mut records: Vec<FrontierRecord> = [1.0e-2, 1.2e-2, 0.9]
+        .into_iter()
+        .enumerate()
+        .map(|(rep, d)| record(azula, "ddim", "mmps_cg1", 256, rep, 3.0, d))
+        .collect();
+    for rep in 0..3 {
+        records.push(record(diem, "ddpm", "mmps_cg1", 8, rep, 0.1, 1.3e-2)); // qualifies, fastest
+        records.push(record(diem, "ddim", "mmps_cg1", 8, rep, 0.05, 0.5)); // faster, not accurate
+        records.push(record(diem, "ddim", "mmps_cg1", 64, rep, 0.9, 1.1e-2)); // strict and same method
+    }
+    let points = diem_benches::frontier::summarize(&records);
+    let checks = diem_benches::frontier::target_checks(&config, &points);
+    let c = &checks[0];
+    assert!((c.bound.unwrap() - 1.4e-2).abs() < 1e-12, "{:?}", c.bound);
+    assert_eq!(c.fastest.as_ref().map(|p| (p.sampler.as_str(), p.steps)), Some(("ddpm", 8)));
+    assert!((c.ratio.unwrap() - 0.1 / 3.0).abs() < 1e-12 && c.met);
+    assert_eq!(c.fastest_strict.as_ref().map(|p| (p.sampler.as_str(), p.steps)), Some(("ddim", 64)));
+    assert_eq!(c.like_for_like.as_ref().map(|p| p.steps), Some(64));
+    assert!((c.ratio_like_for_like.unwrap() - 0.3).abs() < 1e-12);
+    // Without the spike rule (the largest repetition as the bound) the inaccurate 0.05 s run would have counted.
+    assert!(c.bound.unwrap() < 0.5);
 }

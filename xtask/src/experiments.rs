@@ -185,9 +185,8 @@ fn frontier(root: &Path, args: &SweepArgs) -> Result<ExitCode> {
     run(report, "frontier report")?;
     let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
     let machine = format!(
-        "
-Machine: {cores} cores, {threads} intra-op thread(s) on both sides; load average (1, 5, 15 min) before          {}, after {}; measurement {:.0} s.
-",
+        "\nMachine: {cores} cores, {threads} intra-op thread(s) on both sides; load average (1, 5, 15 min) \
+         before {}, after {}; measurement {:.0} s.\n",
         load_before.as_deref().unwrap_or("n/a"),
         load_after.as_deref().unwrap_or("n/a"),
         start.elapsed().as_secs_f64()
