@@ -3,7 +3,7 @@ on a Rust core that shares Python's libtorch.
 
     >>> import diem, numpy as np
     >>> obs = diem.Observations(y, diem.ops.Mask(mask), noise_std=0.01)
-    >>> prior = diem.fit(obs, "manifold", laps=4)           # DiEM in memory (or out="run/" on disk)
+    >>> prior = diem.fit(obs, "tiny", laps=2)               # DiEM in memory (or out="run/" on disk)
     >>> x = prior.posterior(obs, method="mmps")               # numpy in, numpy out
     >>> x = diem.posterior(my_module, obs, method="mmps")     # your own torch denoiser d(x_t, sigma)
 
@@ -30,6 +30,7 @@ __all__ = [
     "fit",
     "posterior",
     "preset",
+    "PRESETS",
     "ops",
     "posterior_methods",
     "samplers",
@@ -90,19 +91,43 @@ class Observations:
         return f"Observations(N={len(self)}, operator={self.operator!r})"
 
 
-def preset(name, laps=8):
-    """A named EM configuration as a dict (``manifold``, ``manifold-reference``), to edit and pass to fit."""
-    return json.loads(_native.preset(name, laps))
+#: The names :func:`preset` knows.
+PRESETS = ("tiny", "manifold", "manifold-reference")
 
 
-def _config_json(config, laps):
-    if isinstance(config, str):
-        if config.endswith(".json") or os.path.sep in config:
-            with open(config, encoding="utf-8") as f:
-                config = json.load(f)
-        else:
-            config = preset(config, laps if laps is not None else 8)
-    elif isinstance(config, os.PathLike):
+def preset(name, laps=None, x_dim=None):
+    """A named EM configuration as a dict, to edit and pass to :func:`fit`.
+
+    ``manifold`` is the paper's manifold experiment (docs/method.md §9a: an MLP 5 → (256, 256, 256) → 5,
+    65,536 training steps per lap, MMPS with 4096 predictor-corrector steps), ``manifold-reference`` the
+    same with the authors' code's E-step, ``tiny`` a reduction of it that fits in seconds (an MLP
+    (64, 64), 256 training steps, 64 sampling steps). ``x_dim`` sets the MLP's width and the Gaussian
+    initialization's rank for flat samples of that many entries; ``laps`` the number of laps.
+    """
+    base = "manifold" if name == "tiny" else name
+    if name not in PRESETS:
+        raise ConfigError(f"config: unknown preset {name!r} (expected one of {', '.join(PRESETS)})")
+    config = json.loads(_native.preset(base, 8))
+    if name == "tiny":
+        config["laps"] = 2
+        config["network"]["mlp"].update(hidden=[64, 64], embedding_features=16)
+        config["gaussian"].update(iterations=4, steps=64)
+        config["estep"]["sampler"] = {"pc": {"steps": 64, "corrections": 1, "tau": 0.1}}
+        config["mstep"].update(steps=256, batch_size=256, log_every=64)
+        config["diagnostics"]["sinkhorn_subsample"] = 512
+    if laps is not None:
+        config["laps"] = int(laps)
+    if x_dim is not None and "mlp" in config["network"]:
+        config["network"]["mlp"]["features"] = int(x_dim)
+        config["gaussian"]["rank"] = min(config["gaussian"]["rank"], int(x_dim))
+    return config
+
+
+def _config_json(config, laps, x_shape):
+    if isinstance(config, str) and not (config.endswith(".json") or os.path.sep in config):
+        x_dim = x_shape[0] if len(x_shape) == 1 else None
+        config = preset(config, laps, x_dim)
+    elif isinstance(config, (str, os.PathLike)):
         with open(config, encoding="utf-8") as f:
             config = json.load(f)
     if not isinstance(config, dict):
@@ -113,10 +138,11 @@ def _config_json(config, laps):
     return json.dumps(config)
 
 
-def fit(observations, config="manifold", out=None, *, resume=False, laps=None, progress=True):
+def fit(observations, config="tiny", out=None, *, resume=False, laps=None, progress=True):
     """Learns a diffusion prior from ``observations`` by DiEM (docs/method.md §8) and returns it.
 
-    ``config`` is a preset name (see :func:`preset`), a dict or a ``.json`` path. Without ``out`` the fit
+    ``config`` is a preset name (see :func:`preset`; its MLP is sized to flat samples), a dict or a
+    ``.json`` path. Without ``out`` the fit
     runs in memory; with ``out`` it writes the crash-safe run directory, which ``resume=True`` continues
     (``config`` is then read from the directory). ``progress`` shows bars (tqdm: terminal or Jupyter).
     Ctrl-C (``KeyboardInterrupt``) stops after the current E-step chunk; a run directory keeps every
@@ -124,7 +150,7 @@ def fit(observations, config="manifold", out=None, *, resume=False, laps=None, p
     """
     if not isinstance(observations, Observations):
         raise TypeError("observations: expected diem.Observations")
-    config_json = None if resume else _config_json(config, laps)
+    config_json = None if resume else _config_json(config, laps, observations.operator.x_shape)
     display = Progress() if progress else None
     native = _native.fit(
         observations._native,

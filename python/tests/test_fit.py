@@ -56,3 +56,11 @@ def test_fit_in_a_run_directory_resumes_and_loads(tmp_path):
     x = torch.randn(4, 2)
     s = torch.full((4,), 0.5)
     torch.testing.assert_close(loaded.denoise(x, s), prior.denoise(x, s))
+
+
+def test_presets_are_sized_to_flat_samples():
+    tiny = diem.preset("tiny", laps=3, x_dim=3)
+    assert tiny["laps"] == 3 and tiny["network"]["mlp"]["features"] == 3 and tiny["gaussian"]["rank"] == 3
+    assert tiny["mstep"]["steps"] < diem.preset("manifold")["mstep"]["steps"]
+    assert diem.preset("manifold")["network"]["mlp"]["features"] == 5
+    assert set(diem.PRESETS) == {"tiny", "manifold", "manifold-reference"}
