@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use diem_models::{MlpConfig, NetworkConfig, PriorModel, VeSchedule};
 use diem_operators::{NoiseCov, Projection};
-use diem_sampling::{Ddim, Dps, Mmps, MmpsConfig, NoiseRng, Sampler, TimeGrid};
+use diem_sampling::{
+    Covariance, DpsSpec, Measurement, MmpsSpec, NoiseRng, PosteriorMethod, SamplerSpec, SolverSpec,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -55,6 +57,22 @@ impl BenchMethod {
         Self::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
             BenchError::config("method", format!("unknown method {name:?} (ddim, dps, mmps1, mmps3)"))
         })
+    }
+}
+
+impl BenchMethod {
+    /// The method in the shared vocabulary: the posterior method (`None`: unconditional sampling) and the
+    /// sampler it runs on, as azula runs them: DDIM for the unconditional and MMPS rows, DDPM for DPS with
+    /// ζ = [`ZETA`]. MMPS runs with the default safeguards of [`MmpsSpec::new`], which is what the comparison
+    /// measured before this vocabulary existed ([`diem_sampling::MmpsConfig::cg`]).
+    pub fn posterior(self, steps: usize) -> (Option<PosteriorMethod>, SamplerSpec) {
+        let mmps = |n| Some(PosteriorMethod::Mmps(MmpsSpec::new(Covariance::Tweedie, SolverSpec::cg(n))));
+        match self {
+            Self::Ddim => (None, SamplerSpec::Ddim { steps }),
+            Self::Dps => (Some(PosteriorMethod::Dps(DpsSpec { zeta: ZETA })), SamplerSpec::Ddpm { steps }),
+            Self::Mmps1 => (mmps(1), SamplerSpec::Ddim { steps }),
+            Self::Mmps3 => (mmps(3), SamplerSpec::Ddim { steps }),
+        }
     }
 }
 
@@ -217,6 +235,31 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Draws one posterior sample per observation of the problem with `method` and `steps` sampler steps, through
+/// the shared vocabulary ([`BenchMethod::posterior`]).
+///
+/// # Errors
+/// Sampling errors, named by the method.
+pub fn draw(problem: &BenchProblem, method: BenchMethod, steps: usize, rng: &mut NoiseRng) -> Result<Tensor> {
+    let device = problem.y.device();
+    let op = Projection::new(problem.matrices.shallow_clone(), &[5])
+        .map_err(|e| BenchError::config("projection", e.to_string()))?;
+    let prior = problem.model.denoiser();
+    let noise = NoiseCov::isotropic(SIGMA_Y).map_err(|e| BenchError::config("sigma_y", e.to_string()))?;
+    let (posterior, sampler) = method.posterior(steps);
+    let sampler =
+        sampler.build(problem.model.schedule()).map_err(|e| BenchError::config("steps", e.to_string()))?;
+    match posterior {
+        None => sampler.sample(prior, &[problem.samples(), 5], Kind::Float, device, rng),
+        Some(p) => {
+            let measurement = Measurement::new(&op, &problem.y, noise)
+                .map_err(|e| BenchError::config("observations", e.to_string()))?;
+            p.sample(prior, measurement, None, sampler.as_ref(), (Kind::Float, device), rng).map(|(x, _)| x)
+        }
+    }
+    .map_err(|e| BenchError::config(method.name(), e.to_string()))
+}
+
 /// Runs `method` for `steps` steps on the problem and times it (docs/method.md §4.2–4.3, §5.1, §5.3).
 ///
 /// # Errors
@@ -227,33 +270,13 @@ pub fn run_method(
     steps: usize,
     seed: u64,
 ) -> Result<BenchResult> {
-    let device = problem.y.device();
     let n = problem.samples();
-    let op = Projection::new(problem.matrices.shallow_clone(), &[5])
-        .map_err(|e| BenchError::config("projection", e.to_string()))?;
-    let grid = TimeGrid::uniform(steps).map_err(|e| BenchError::config("steps", e.to_string()))?;
-    let schedule = problem.model.schedule();
-    let prior = problem.model.denoiser();
-    let noise = NoiseCov::isotropic(SIGMA_Y).map_err(|e| BenchError::config("sigma_y", e.to_string()))?;
     let mut rng = NoiseRng::torch();
     tch::manual_seed(seed as i64);
-    let shape = [n, 5];
     let base = proc_status_mib("VmRSS:");
     let cpu_start = process_cpu_seconds();
     let start = Instant::now();
-    let out = match method {
-        BenchMethod::Ddim => Ddim::new(schedule, grid).sample(prior, &shape, Kind::Float, device, &mut rng),
-        BenchMethod::Dps => Dps::new(schedule, grid, &op, &problem.y, ZETA)
-            .map_err(|e| BenchError::config("dps", e.to_string()))?
-            .sample(prior, &shape, Kind::Float, device, &mut rng),
-        BenchMethod::Mmps1 | BenchMethod::Mmps3 => {
-            let iters = if method == BenchMethod::Mmps1 { 1 } else { 3 };
-            let mmps = Mmps::new(prior, &op, &problem.y, noise, MmpsConfig::cg(iters))
-                .map_err(|e| BenchError::config("mmps", e.to_string()))?;
-            Ddim::new(schedule, grid).sample(&mmps, &shape, Kind::Float, device, &mut rng)
-        }
-    }
-    .map_err(|e| BenchError::config(method.name(), e.to_string()))?;
+    let out = draw(problem, method, steps, &mut rng)?;
     let _ = out.sum(Kind::Float).double_value(&[]); // synchronize before stopping the clock
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds().zip(cpu_start).map(|(b, a)| b - a);
@@ -269,4 +292,64 @@ pub fn run_method(
         base_rss_mib: base,
         threads: tch::get_num_threads(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diem_sampling::{GuidanceConfig, MmpsConfig};
+
+    /// The vocabulary resolves each method to the configuration the comparison with azula always ran.
+    #[test]
+    fn methods_resolve_to_the_configurations_azula_is_compared_with() {
+        for (method, iterations) in [(BenchMethod::Mmps1, 1), (BenchMethod::Mmps3, 3)] {
+            let (posterior, sampler) = method.posterior(64);
+            assert_eq!(sampler, SamplerSpec::Ddim { steps: 64 });
+            let resolved = posterior.unwrap().resolve(None).unwrap();
+            let want = GuidanceConfig::Mmps(MmpsConfig::cg(iterations));
+            assert_eq!(format!("{resolved:?}"), format!("{want:?}"), "{method:?}");
+        }
+        let (dps, sampler) = BenchMethod::Dps.posterior(32);
+        assert_eq!(sampler, SamplerSpec::Ddpm { steps: 32 });
+        assert!(matches!(dps.unwrap().resolve(None).unwrap(), GuidanceConfig::Dps { zeta } if zeta == ZETA));
+        assert_eq!(BenchMethod::Ddim.posterior(8), (None, SamplerSpec::Ddim { steps: 8 }));
+    }
+
+    /// Through the vocabulary, every method draws exactly what the direct construction of its sampler and
+    /// guidance drew before.
+    #[test]
+    fn draws_are_those_of_the_direct_construction() {
+        use diem_sampling::{Ddim, Dps, Mmps, Sampler, TimeGrid};
+        let problem = BenchProblem::generate(48, 3, Device::Cpu).unwrap();
+        let op = Projection::new(problem.matrices.shallow_clone(), &[5]).unwrap();
+        let noise = NoiseCov::isotropic(SIGMA_Y).unwrap();
+        let schedule = problem.model.schedule();
+        let prior = problem.model.denoiser();
+        let steps = 6;
+        let grid = || TimeGrid::uniform(steps).unwrap();
+        let shape = [48, 5];
+        for method in BenchMethod::ALL {
+            let now = draw(&problem, method, steps, &mut NoiseRng::seeded(11)).unwrap();
+            let mut rng = NoiseRng::seeded(11);
+            let before = match method {
+                BenchMethod::Ddim => {
+                    Ddim::new(schedule, grid()).sample(prior, &shape, Kind::Float, Device::Cpu, &mut rng)
+                }
+                BenchMethod::Dps => Dps::new(schedule, grid(), &op, &problem.y, ZETA).unwrap().sample(
+                    prior,
+                    &shape,
+                    Kind::Float,
+                    Device::Cpu,
+                    &mut rng,
+                ),
+                BenchMethod::Mmps1 | BenchMethod::Mmps3 => {
+                    let n = if method == BenchMethod::Mmps1 { 1 } else { 3 };
+                    let mmps = Mmps::new(prior, &op, &problem.y, noise.clone(), MmpsConfig::cg(n)).unwrap();
+                    Ddim::new(schedule, grid()).sample(&mmps, &shape, Kind::Float, Device::Cpu, &mut rng)
+                }
+            }
+            .unwrap();
+            assert!(now.equal(&before), "{method:?}");
+        }
+    }
 }
