@@ -144,14 +144,20 @@ def fit(observations, config="tiny", out=None, *, resume=False, laps=None, progr
     ``config`` is a preset name (see :func:`preset`; its MLP is sized to flat samples), a dict or a
     ``.json`` path. Without ``out`` the fit
     runs in memory; with ``out`` it writes the crash-safe run directory, which ``resume=True`` continues
-    (``config`` is then read from the directory). ``progress`` shows bars (tqdm: terminal or Jupyter).
+    (``config`` is then read from the directory). ``progress`` shows bars (tqdm: terminal or Jupyter), or is
+    an object with ``start(label, total)``, ``advance(n)``, ``message(text)`` and ``finish()``.
     Ctrl-C (``KeyboardInterrupt``) stops after the current E-step chunk; a run directory keeps every
     completed lap.
     """
     if not isinstance(observations, Observations):
         raise TypeError("observations: expected diem.Observations")
     config_json = None if resume else _config_json(config, laps, observations.operator.x_shape)
-    display = Progress() if progress else None
+    if progress is True:
+        display = Progress()
+    elif not progress:
+        display = None
+    else:
+        display = progress  # any object with start(label, total), advance(n), message(text), finish()
     native = _native.fit(
         observations._native,
         config_json,

@@ -64,3 +64,38 @@ def test_presets_are_sized_to_flat_samples():
     assert tiny["mstep"]["steps"] < diem.preset("manifold")["mstep"]["steps"]
     assert diem.preset("manifold")["network"]["mlp"]["features"] == 5
     assert set(diem.PRESETS) == {"tiny", "manifold", "manifold-reference"}
+
+
+class InterruptAt:
+    """A progress display that raises KeyboardInterrupt (as Ctrl-C would) at its `at`-th advance."""
+
+    def __init__(self, at):
+        self.at, self.seen, self.labels = at, 0, []
+
+    def start(self, label, total):
+        self.labels.append(label)
+
+    def advance(self, n):
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+
+    def message(self, text):
+        pass
+
+    def finish(self):
+        pass
+
+
+def test_keyboard_interrupt_stops_the_fit_and_the_run_resumes(tmp_path):
+    obs = masked_mixture(128)
+    run = tmp_path / "run"
+    display = InterruptAt(40)
+    with pytest.raises(KeyboardInterrupt):
+        diem.fit(obs, tiny_config(laps=2), out=run, progress=display)
+    assert display.seen == 40  # nothing ran on after the interrupt
+    assert (run / "config.json").exists()
+    done = InterruptAt(0)
+    prior = diem.fit(obs, out=run, resume=True, progress=done)
+    assert "2 laps" in repr(prior)
+    assert any("lap" in label for label in done.labels)
