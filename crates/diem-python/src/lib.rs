@@ -8,9 +8,9 @@
 //!
 //! Classes: [`Operator`] (the built-in operators, composition, and Python functions with autograd's
 //! adjoint), [`Observations`] (`y = A x + ε`), [`Prior`] (a trained prior: loaded, or the result of a fit).
-//! Functions: [`fit`] (DiEM in memory through [`diem_em::EmLoop`], or in a crash-safe run directory through
-//! [`diem_em::EmRun`]), [`posterior`] (a user's denoiser under our samplers and posterior methods),
-//! [`preset`], and the vocabularies [`posterior_methods`], [`samplers`]. Errors are the exceptions of
+//! Functions: `fit` (DiEM in memory through [`diem_em::EmLoop`], or in a crash-safe run directory through
+//! [`diem_em::EmRun`]), `posterior` (a user's denoiser under our samplers and posterior methods),
+//! `preset`, and the vocabularies `posterior_methods`, `samplers`. Errors are the exceptions of
 //! [`errors`]; no panic crosses into Python.
 
 pub mod callbacks;
