@@ -188,6 +188,20 @@ class Prior:
         """The per-sample shape of the prior's samples."""
         return tuple(self._native.x_shape)
 
+    def state_dict(self):
+        """The network's variables by name, as torch tensors sharing the weights (detached)."""
+        return dict(self._native.state_dict())
+
+    @property
+    def mean(self):
+        """The prior mean where samplers start (per-sample shape), or None."""
+        return self._native.mean
+
+    @property
+    def sigma_range(self):
+        """The noise schedule's ``(sigma_min, sigma_max)``."""
+        return tuple(self._native.sigma_range)
+
     def denoise(self, x_t, sigma):
         """The denoiser ``E[x | x_t]`` at noise level ``sigma`` (torch, differentiable)."""
         sigma = torch.as_tensor(sigma, dtype=x_t.dtype, device=x_t.device)
@@ -214,16 +228,19 @@ def posterior(denoiser, observations, method="mmps", *, sampler="ddim", steps=64
     """Posterior samples with your own denoiser ``d(x_t, sigma) = E[x | x_t]``.
 
     ``denoiser`` is a ``torch.nn.Module`` (or any callable on torch tensors) taking ``x_t : [N, *x_shape]``
-    and ``sigma : [N]``; it runs in the dtype and on the device of the observations. The samplers run on
+    and ``sigma : [N]`` (or a :class:`Prior`, which then runs without calling back into Python); it runs in
+    the dtype and on the device of the observations. The samplers run on
     the VE schedule ``sigma(t) = sigma_min (sigma_max / sigma_min)^t`` starting at ``mean`` (default 0);
     MMPS takes its vector-Jacobian products through the module's autograd graph.
     """
     if not isinstance(observations, Observations):
         raise TypeError("observations: expected diem.Observations")
-    if not callable(denoiser):
+    if not callable(denoiser) and not isinstance(denoiser, Prior):
         raise TypeError(f"denoiser: expected a callable (e.g. a torch.nn.Module), got {type(denoiser).__name__}")
     if mean is not None:
         mean = _as_tensor(mean, "mean").to(observations.device)
+    if isinstance(denoiser, Prior):
+        denoiser = denoiser._native  # runs natively, without calling back into Python
     x = _native.posterior(denoiser, observations._native, method, sampler, int(steps), solver, int(iterations),
                           float(zeta), int(seed), float(sigma_min), float(sigma_max), mean)
     return _output(x, observations._numpy, observations.device)

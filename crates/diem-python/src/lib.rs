@@ -365,6 +365,29 @@ impl Prior {
         self.latent_shape()
     }
 
+    /// The network's variables by name (`hidden.0.weight`, …), as torch tensors sharing the weights
+    /// (detached: read them, or copy them into a PyTorch module).
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let dict = pyo3::types::PyDict::new(py);
+        for (name, t) in self.model()?.named_variables() {
+            dict.set_item(name, to_py(py, &t.detach())?)?;
+        }
+        Ok(dict)
+    }
+
+    /// The prior mean `μ_x` where samplers start (per-sample shape), if the model has one.
+    #[getter]
+    fn mean<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.model()?.mean().map(|m| to_py(py, m)).transpose()
+    }
+
+    /// The noise schedule's `(σ_min, σ_max)`.
+    #[getter]
+    fn sigma_range(&self) -> PyResult<(f64, f64)> {
+        let s = self.model()?.schedule();
+        Ok((s.a, s.b))
+    }
+
     /// The denoiser `d(x_t, σ) = E[x | x_t]` (differentiable; `σ` is `[]` or `[N]`).
     fn denoise<'py>(
         &self,
@@ -524,7 +547,7 @@ fn fit(
 }
 
 /// Posterior samples with a user's denoiser `d(x_t, σ)` (a `torch.nn.Module` or any callable on torch
-/// tensors, `σ : [N]`): one sample per observation with `sampler` in `steps` steps on the VE schedule
+/// tensors, `σ : [N]`; or a [`Prior`], which then runs without calling into Python): one sample per observation with `sampler` in `steps` steps on the VE schedule
 /// `σ(t) = σ_min (σ_max/σ_min)^t`, by `method` (`PosteriorMethod::NAMES`; MMPS with `iterations` steps of
 /// `solver`). `mean` is `μ_x` where the samplers start (default 0).
 #[pyfunction]
@@ -532,7 +555,7 @@ fn fit(
 #[allow(clippy::too_many_arguments)]
 fn posterior<'py>(
     py: Python<'py>,
-    denoiser: Py<PyAny>,
+    denoiser: Bound<'py, PyAny>,
     observations: PyRef<'_, Observations>,
     method: &str,
     sampler: &str,
@@ -555,10 +578,19 @@ fn posterior<'py>(
     let s = build_sampler(sampler, steps, schedule)?;
     let kind = obs.y.kind();
     let device = obs.y.device();
-    let d = PyDenoiser::new(denoiser, mean);
+    // A diem Prior runs natively (no Python in the loop); anything else is called back.
+    let native = denoiser.cast::<Prior>().ok().map(|p| p.borrow());
+    let python_denoiser;
+    let d: &dyn Denoiser = match &native {
+        Some(prior) => prior.model()?.denoiser(),
+        None => {
+            python_denoiser = PyDenoiser::new(denoiser.clone().unbind(), mean);
+            &python_denoiser
+        }
+    };
     let x = boundary(py, || {
         let (x, _stats) = ok(method.sample(
-            &d,
+            d,
             Measurement::from_observation(&obs),
             None,
             s.as_ref(),
