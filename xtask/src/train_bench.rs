@@ -29,6 +29,10 @@ pub struct BenchTrainArgs {
     /// Only the MLP.
     #[arg(long)]
     mlp_only: bool,
+    /// `OMP_WAIT_POLICY` of both sides: `passive` (the diem binaries' default, see the README's "Threads"),
+    /// `active`, or `default` (unset: libgomp spins for a few milliseconds before it sleeps).
+    #[arg(long, default_value = "passive", value_parser = ["passive", "active", "default"])]
+    wait_policy: String,
 }
 
 /// One network of the comparison.
@@ -125,9 +129,11 @@ pub fn bench(root: &Path, args: &BenchTrainArgs) -> Result<ExitCode> {
          VE schedule, the EDM-preconditioned DSM loss (λ(σ) = 1/σ² + 1), backward, global-norm clipping to 1, Adam \
          (β = 0.9, 0.999, ε = 1e-8, linear lr decay from 1e-3), float32, CPU. Each run is its own process: {} \
          untimed steps, then the timed ones; {repeat} runs per cell, interleaved (every implementation once, then \
-         again); the median ms/step is shown with the min–max. Load average (1, 5, 15 min) before: {load_before}.\n",
+         again); the median ms/step is shown with the min–max. OpenMP wait policy of both sides: {}. Load average \
+         (1, 5, 15 min) before: {load_before}.\n",
         torch::TORCH_VERSION,
-        MLP.warmup
+        MLP.warmup,
+        args.wait_policy
     );
     for case in cases {
         let steps = if case.net == "mlp" { args.mlp_steps } else { args.unet_steps }.max(1);
@@ -155,8 +161,13 @@ pub fn bench(root: &Path, args: &BenchTrainArgs) -> Result<ExitCode> {
                     cmd.args(["--steps", &steps.to_string(), "--warmup", &case.warmup.to_string()]);
                     cmd.args(["--threads", &threads.to_string(), "--adam", adam]);
                     cmd.args(["--schedule", case.schedule[0], case.schedule[1]]);
-                    // The same libgomp settings on both sides: libgomp's defaults (no DIEM re-execution here).
+                    // The same libgomp settings on both sides (bench_train does not re-execute itself).
                     cmd.env("OMP_NUM_THREADS", threads.to_string());
+                    cmd.env_remove("GOMP_SPINCOUNT");
+                    match args.wait_policy.as_str() {
+                        "default" => cmd.env_remove("OMP_WAIT_POLICY"),
+                        policy => cmd.env("OMP_WAIT_POLICY", policy.to_uppercase()),
+                    };
                     runs[i].push(run_json(cmd, name)?);
                 }
             }
