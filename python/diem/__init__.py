@@ -87,6 +87,17 @@ class Observations:
         """Writes an ``.npz`` file that the ``diem fit`` command line reads (built-in operators only)."""
         self._native.save(os.fspath(path))
 
+    @classmethod
+    def load(cls, path, device="cpu"):
+        """Reads an observation file (``.npz`` or ``.safetensors``, as the command line writes and reads)."""
+        self = cls.__new__(cls)
+        self._native = _native.Observations.load(os.fspath(path), str(device))
+        self._numpy = False
+        self.device = torch.device(device)
+        self.operator = Operator.__new__(Operator)
+        self.operator._native = self._native.operator
+        return self
+
     def __repr__(self):
         return f"Observations(N={len(self)}, operator={self.operator!r})"
 

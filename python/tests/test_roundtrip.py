@@ -78,3 +78,19 @@ def test_prior_results_follow_the_input_kind():
     x_t = diem.posterior(module, diem.Observations(torch.from_numpy(y), op, 0.5), steps=8)
     assert isinstance(x_t, torch.Tensor) and x_t.device == torch.device("cpu")
     np.testing.assert_allclose(x_np, x_t.numpy(), rtol=0, atol=0)  # same seed, same samples
+
+
+def test_observations_round_trip_through_the_command_lines_file_format(tmp_path):
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(6, 2, 3))
+    matrix = rng.normal(size=(6, 2 * 3, 4)).reshape(6, 6, 4)
+    obs = diem.Observations(y.reshape(6, 6), diem.ops.Projection(matrix), 0.25)
+    path = tmp_path / "obs.npz"
+    obs.save(path)
+    back = diem.Observations.load(path)
+    assert len(back) == 6 and back.operator.x_shape == (4,) and back.operator.y_shape == (6,)
+    np.testing.assert_array_equal(back.y.numpy(), y.reshape(6, 6))
+    x = torch.from_numpy(rng.normal(size=(6, 4)))
+    torch.testing.assert_close(back.operator.apply(x), obs.operator.apply(x))
+    with pytest.raises(diem.DataFileError, match="missing.npz"):
+        diem.Observations.load(tmp_path / "missing.npz")
