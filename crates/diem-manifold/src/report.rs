@@ -292,7 +292,9 @@ pub fn report_markdown(config: &ManifoldConfig, records: &[LapRecord], total_sec
             };
             let solver = &mmps.solver;
             let solve = match solver.rtol {
-                Some(r) => format!("{} to rtol {r:e} (cap {})", method_name(solver.method), solver.iterations),
+                Some(r) => {
+                    format!("{} to rtol {r:e} (cap {})", method_name(solver.method), solver.iterations)
+                }
                 None => format!("{} {} iterations", method_name(solver.method), solver.iterations),
             };
             format!("MMPS with the {covariance}, {solve}")

@@ -55,11 +55,12 @@ fn reduced_estep_with(
 #[test]
 fn estep_samples_fit_their_observations() {
     let (points, steps) = (1024, 256);
-    let guarded = ManifoldConfig::demo().em.estep.posterior.mmps().unwrap().to_mmps(&diem_linalg::Dplr::identity(
-        5,
-        Kind::Float,
-        Device::Cpu,
-    ));
+    let guarded =
+        ManifoldConfig::demo().em.estep.posterior.mmps().unwrap().to_mmps(&diem_linalg::Dplr::identity(
+            5,
+            Kind::Float,
+            Device::Cpu,
+        ));
     let plain = guarded.clone().unguarded();
     let (data, samples) = reduced_estep(points, steps, &[plain, guarded]);
     // Ten times the data's range: every coordinate of the truth spans [−2, 2].
@@ -88,8 +89,11 @@ fn larger_configuration_estep_fits_its_observations() {
     let mut config = ManifoldConfig::paper();
     config.em.estep.sampler = diem_em::SamplerSpec::Pc { steps: 256, corrections: 1, tau: 0.1 };
     config.em.mstep.batch_size = 1024;
-    let guarded =
-        config.em.estep.posterior.mmps().unwrap().to_mmps(&diem_linalg::Dplr::identity(5, Kind::Float, Device::Cpu));
+    let guarded = config.em.estep.posterior.mmps().unwrap().to_mmps(&diem_linalg::Dplr::identity(
+        5,
+        Kind::Float,
+        Device::Cpu,
+    ));
     let plain = guarded.clone().unguarded();
     let start = std::time::Instant::now();
     let (data, samples) = reduced_estep_with(config, 8192, 2048, &[plain, guarded]);
@@ -295,7 +299,8 @@ fn investigate_estep() {
     let dir = run.join(format!("lap-{lap:03}"));
     let (model, _) = checkpoint::load(&dir, Device::Cpu).unwrap();
     let gaussian = diem_em::GaussianPrior::load(&dir.join("gaussian.safetensors"), Device::Cpu).unwrap();
-    let mut mmps_config = config.em.estep.posterior.mmps().unwrap().to_mmps(&gaussian.cov.to_kind(Kind::Float));
+    let mut mmps_config =
+        config.em.estep.posterior.mmps().unwrap().to_mmps(&gaussian.cov.to_kind(Kind::Float));
     match std::env::var("DIEM_MMPS").unwrap_or_default().as_str() {
         "unguarded" => mmps_config = mmps_config.unguarded(),
         "fallback" => mmps_config = mmps_config.with_damping(None),

@@ -421,8 +421,18 @@ pub struct StepCost {
 
 impl PosteriorMethod {
     /// The names [`PosteriorMethod::from_name`] accepts (and `diem posterior --method` lists).
-    pub const NAMES: [&'static str; 10] =
-        ["mmps", "mmps-cov-x", "mmps-cov-t", "mmps-ones", "mmps-zeros", "pgdm", "tmpd", "diffpir", "dps", "tds"];
+    pub const NAMES: [&'static str; 10] = [
+        "mmps",
+        "mmps-cov-x",
+        "mmps-cov-t",
+        "mmps-ones",
+        "mmps-zeros",
+        "pgdm",
+        "tmpd",
+        "diffpir",
+        "dps",
+        "tds",
+    ];
 
     /// The method named `name` (one of [`PosteriorMethod::NAMES`]) with the solve `solver` (MMPS, PiGDM,
     /// TMPD, DiffPIR), MMPS's default safeguards, DiffPIR's default λ and DPS's default ζ = 1; change them
