@@ -174,16 +174,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a reader never
-/// sees half a file and an interrupted write leaves the previous version intact.
+/// Writes `bytes` to `path` with the project's one atomic writer (`diem_fs`: temporary file with the process id,
+/// fsync, rename), so a reader never sees half a file and an interrupted write leaves the previous version intact.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().context("the path has no file name")?.to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("writing {}", path.display()))
+    diem_fs::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A `cargo` command in the workspace root with the libtorch environment applied.
