@@ -925,16 +925,27 @@ pub fn append_records(path: &Path, records: &[FrontierRecord]) -> Result<()> {
     Ok(())
 }
 
+/// What [`report`] computed and wrote.
+#[derive(Debug)]
+pub struct Report {
+    /// Every run, diem's and the external ones, with its divergence.
+    pub records: Vec<FrontierRecord>,
+    /// Medians per configuration and dimension.
+    pub points: Vec<FrontierPoint>,
+    /// The target check per dimension.
+    pub checks: Vec<TargetCheck>,
+    /// The files written.
+    pub files: ReportFiles,
+}
+
 /// The report of a run folder `dir` (holding `config.json`, `problem.safetensors`, `diem.jsonl` and, when
 /// azula ran, `azula.jsonl` with its sample files): computes the divergence of every external sample set with
 /// [`FrontierProblem::divergence`], then writes `frontier.csv`, `frontier.jsonl`, `frontier-summary.csv`,
-/// `frontier.png`, `frontier.md` and `frontier-target.json`. Returns the records, the points and the checks.
+/// `frontier.png`, `frontier.md` and `frontier-target.json`.
 ///
 /// # Errors
 /// IO, parse, Sinkhorn and drawing errors; an external record without its samples.
-pub fn report(
-    dir: &Path,
-) -> Result<(Vec<FrontierRecord>, Vec<FrontierPoint>, Vec<TargetCheck>, ReportFiles)> {
+pub fn report(dir: &Path) -> Result<Report> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| BenchError::io(&config_path, e))?;
     let config: FrontierConfig = serde_json::from_str(&text)
@@ -1068,7 +1079,7 @@ pub fn report(
     write_atomic(&files.checks, checks_json.as_bytes())?;
     write_figure(&config, &points, &files.png)?;
     write_atomic(&files.markdown, markdown(&config, &points, &checks).as_bytes())?;
-    Ok((records, points, checks, files))
+    Ok(Report { records, points, checks, files })
 }
 
 /// Draws the frontier: one row of log–log panels per dimension (divergence against median wall seconds, one

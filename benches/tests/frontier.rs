@@ -5,7 +5,7 @@
 
 use diem_benches::frontier::{
     append_records, report, run_diem, FrontierConfig, FrontierMethod, FrontierProblem, FrontierRecord,
-    Implementation,
+    Implementation, Report,
 };
 use diem_benches::random;
 use tch::Tensor;
@@ -94,7 +94,7 @@ fn frontier_runs_and_scores_external_samples_alike() {
     ];
     append_records(&dir.path().join("azula.jsonl"), &injected).unwrap();
 
-    let (all, points, checks, files) = report(dir.path()).unwrap();
+    let Report { records: all, points, checks, files } = report(dir.path()).unwrap();
     assert_eq!(all.len(), records.len() + injected.len());
     let scored = |key: &str| {
         all.iter().find(|r| r.samples_key.as_deref() == Some(key)).and_then(|r| r.divergence).unwrap()

@@ -120,7 +120,7 @@ fn main() -> Result<()> {
             append_records(&dir.join("diem.jsonl"), &records)?;
         }
         Command::Report { dir } => {
-            let (_, _, _, files) = report(&dir)?;
+            let files = report(&dir)?.files;
             let md = std::fs::read_to_string(&files.markdown)?;
             println!("{md}");
             for p in [&files.csv, &files.jsonl, &files.summary, &files.png, &files.markdown, &files.checks] {
