@@ -16,7 +16,6 @@ divergence of the samples). Network evaluations: the prior's forwards are counte
 
 import argparse
 import json
-import math
 import os
 import resource
 import struct
