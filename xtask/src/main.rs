@@ -81,7 +81,7 @@ enum Cmd {
     PosteriorBench(pipelines::Forwarded),
     /// Only the Python package's tests: its dev wheel in a throwaway venv, then pytest (a step of `test`).
     TestPython,
-    /// Build the Python package's wheel (`python/`, maturin) into target/wheels/<profile>/.
+    /// Build the Python package's wheel (`python/`, maturin) into `target/wheels/<profile>/`.
     Wheel(python::WheelArgs),
     /// Build and pack the CUDA test binaries, pipelines and benches for a GPU machine without cargo (.device/).
     GpuPack(gpu::PackArgs),
