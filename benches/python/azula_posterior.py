@@ -12,7 +12,6 @@ Methods: ddim (azula.sample.DDIMSampler), dps (azula.guidance.DPSSampler, zeta =
 import argparse
 import json
 import math
-import struct
 import time
 
 import torch
@@ -22,25 +21,7 @@ from azula.linalg.covariance import IsotropicCovariance
 from azula.noise import VESchedule
 from azula.sample import DDIMSampler
 
-DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
-
-
-def read_safetensors(path):
-    """Reads a safetensors file (header length, JSON header, raw little-endian data) into CPU tensors."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (header_len,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + header_len])
-    body = data[8 + header_len :]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        buf = bytearray(body[start:end])
-        t = torch.frombuffer(buf, dtype=DTYPES[info["dtype"]]) if end > start else torch.empty(0)
-        out[name] = t.reshape(info["shape"]).clone()
-    return out
+from safetensors_io import read_safetensors
 
 
 class EdmMlp(torch.nn.Module):

