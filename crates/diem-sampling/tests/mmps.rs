@@ -159,13 +159,7 @@ fn noise_limits() {
 #[test]
 fn mmps_ddim_posterior_moments_match_the_analytic_posterior() {
     let (n, d, m, sigma_y) = (8192, 8, 3, 0.1);
-    let prior = gaussian_prior(d, 3, 30);
-    let a0 = randn(&[m, d], 31) / (d as f64).sqrt();
-    let op = Projection::new(a0.unsqueeze(0), &[d]).unwrap();
-    let x_true = prior.mean() + dense_cov(&prior).linalg_cholesky(false).mv(&randn(&[d], 32));
-    let y0 = a0.mv(&x_true) + randn(&[m], 33) * sigma_y;
-    let y = y0.unsqueeze(0).expand([n, m], false).contiguous();
-    let (pm, pc) = exact_posterior(&prior, &a0, &y0, sigma_y);
+    let OnePosterior { prior, op, y, mean: pm, cov: pc } = one_posterior(n, d, m, sigma_y);
     // A budget of d = 8 CG iterations; the tolerance stops each call once the 3-dimensional system is solved.
     let config = MmpsConfig::new(SolverConfig::cg(d as usize).with_rtol(Some(1e-9)));
     let mmps = Mmps::new(&prior, &op, &y, NoiseCov::isotropic(sigma_y).unwrap(), config).unwrap();
@@ -188,13 +182,7 @@ fn mmps_ddim_posterior_moments_match_the_analytic_posterior() {
 #[ignore = "slow full-size check (minutes in the dev profile)"]
 fn posterior_moments_full_size() {
     let (n, d, m, sigma_y) = (65536, 8, 3, 0.1);
-    let prior = gaussian_prior(d, 3, 30);
-    let a0 = randn(&[m, d], 31) / (d as f64).sqrt();
-    let op = Projection::new(a0.unsqueeze(0), &[d]).unwrap();
-    let x_true = prior.mean() + dense_cov(&prior).linalg_cholesky(false).mv(&randn(&[d], 32));
-    let y0 = a0.mv(&x_true) + randn(&[m], 33) * sigma_y;
-    let y = y0.unsqueeze(0).expand([n, m], false).contiguous();
-    let (pm, pc) = exact_posterior(&prior, &a0, &y0, sigma_y);
+    let OnePosterior { prior, op, y, mean: pm, cov: pc } = one_posterior(n, d, m, sigma_y);
     let mmps = Mmps::new(&prior, &op, &y, NoiseCov::isotropic(sigma_y).unwrap(), MmpsConfig::cg(d as usize))
         .unwrap();
     for sampler in [

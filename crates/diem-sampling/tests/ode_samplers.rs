@@ -161,13 +161,7 @@ fn prior_moments_at_modest_step_counts() {
 #[test]
 fn mmps_guided_posterior_moments() {
     let (n, d, m, sigma_y) = (8192, 8, 3, 0.1);
-    let prior = gaussian_prior(d, 3, 30);
-    let a0 = randn(&[m, d], 31) / (d as f64).sqrt();
-    let op = Projection::new(a0.unsqueeze(0), &[d]).unwrap();
-    let x_true = prior.mean() + dense_cov(&prior).linalg_cholesky(false).mv(&randn(&[d], 32));
-    let y0 = a0.mv(&x_true) + randn(&[m], 33) * sigma_y;
-    let y = y0.unsqueeze(0).expand([n, m], false).contiguous();
-    let (pm, pc) = exact_posterior(&prior, &a0, &y0, sigma_y);
+    let OnePosterior { prior, op, y, mean: pm, cov: pc } = one_posterior(n, d, m, sigma_y);
     let config = MmpsConfig::new(SolverConfig::cg(d as usize).with_rtol(Some(1e-9)));
     let mmps = Mmps::new(&prior, &op, &y, NoiseCov::isotropic(sigma_y).unwrap(), config).unwrap();
     let x_init = start_from_noise(&mmps, SIGMA_MAX, &whitened_noise(n, d, 34)).unwrap();

@@ -3,6 +3,7 @@
 
 use diem_linalg::Dplr;
 use diem_models::GaussianDenoiser;
+use diem_operators::Projection;
 use tch::{Device, Kind, Tensor};
 
 pub const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
@@ -55,6 +56,33 @@ pub fn exact_posterior(prior: &GaussianDenoiser, a0: &Tensor, y0: &Tensor, sigma
     let rhs =
         sigma_inv.matmul(&prior.mean().unsqueeze(1)).squeeze_dim(1) + a0.tr().mv(y0) / (sigma_y * sigma_y);
     (c.mv(&rhs), c)
+}
+
+/// One observation of a Gaussian prior repeated for `n` samples, with its exact posterior: the linear Gaussian
+/// problem the posterior-moment tests share.
+pub struct OnePosterior {
+    /// The prior `N(μ, Σ)` on `R^d` (rank-3 DPLR, seed 30).
+    pub prior: GaussianDenoiser,
+    /// The shared `m × d` projection `A` (seed 31, entries of variance `1/d`).
+    pub op: Projection,
+    /// `y = A x + σ_y ε` for one `x` drawn from the prior (seeds 32, 33), repeated: `[n, m]`.
+    pub y: Tensor,
+    /// The posterior mean `[d]`.
+    pub mean: Tensor,
+    /// The posterior covariance `[d, d]`.
+    pub cov: Tensor,
+}
+
+/// [`OnePosterior`] for `n` samples in `R^d` seen through `m` projections with noise `sigma_y`.
+pub fn one_posterior(n: i64, d: i64, m: i64, sigma_y: f64) -> OnePosterior {
+    let prior = gaussian_prior(d, 3, 30);
+    let a0 = randn(&[m, d], 31) / (d as f64).sqrt();
+    let op = Projection::new(a0.unsqueeze(0), &[d]).expect("a valid projection");
+    let x_true = prior.mean() + dense_cov(&prior).linalg_cholesky(false).mv(&randn(&[d], 32));
+    let y0 = a0.mv(&x_true) + randn(&[m], 33) * sigma_y;
+    let y = y0.unsqueeze(0).expand([n, m], false).contiguous();
+    let (mean, cov) = exact_posterior(&prior, &a0, &y0, sigma_y);
+    OnePosterior { prior, op, y, mean, cov }
 }
 
 /// Sample mean `[d]` and biased covariance `[d, d]` of `x : [N, d]`.
